@@ -1,0 +1,425 @@
+"""``SoftmaxClassifier``: the derivation's L2-regularised linear softmax classifier."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from crossent.objective import LinearSoftmaxObjective, resolve_n_threads
+from crossent.softmax import log_softmax, softmax
+from crossent.solvers import MINIBATCH, SOLVERS, Preconditioner, Problem
+from crossent.solvers._problem import Callback
+
+__all__ = ["Progress", "SoftmaxClassifier"]
+
+_PREDICT_CHUNK = 8192  # rows per block when predicting
+
+
+class Progress(NamedTuple):
+    """What a training callback receives after each iteration (epoch)."""
+
+    iteration: int
+    loss: float  # L_total (for minibatch solvers: the epoch's mean batch objective × Σ s)
+    grad_max: float  # largest |gradient| entry in the solver's coordinates (NaN if unknown)
+    coef: np.ndarray  # (n_classes, n_features), the model after this iteration
+    intercept: np.ndarray  # (n_classes,)
+
+
+class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
+    """Linear softmax classifier (multinomial logistic regression) with an L2 penalty.
+
+    Conventions
+    -----------
+    - Objective: ``L_total(W, b) = Σ_i s_i L_i + (λ/2)‖W‖²`` with
+      ``L_i = log Σ_j e^{f_{j,i}} − f_{k_i,i}`` and scores ``f_{·,i} = W x_i + b``; ``s_i``
+      is ``sample_weight`` times the class weight. Its gradient is
+      ``Σ_i s_i (ŷ_i − δ_{k_i}) x_iᵀ + λW`` (see ``docs/derivation.md``).
+    - The optimum equals scikit-learn's ``LogisticRegression(C=1/λ)`` (multinomial, L2).
+    - ``coef_`` is ``W``, shape ``(n_classes, n_features)``; ``intercept_`` is ``b``, shape
+      ``(n_classes,)``, not penalised. For two classes both rows are kept (the symmetric
+      parametrisation), unlike ``LogisticRegression``'s single row.
+    - Solvers minimise ``L_total / Σ_i s_i`` (the same optimum) in coordinates where the
+      features are standardised (see :mod:`crossent.solvers._problem`); ``tol`` applies to
+      the largest gradient entry there. ``X`` itself is never copied or rescaled.
+    - float32 ``X`` stays float32 in the matrix products; sums are accumulated in float64.
+
+    Parameters
+    ----------
+    l2 : float, default 1.0
+        λ ≥ 0, the penalty weight.
+    fit_intercept : bool, default True
+    solver : {"lbfgs", "gd", "sgd", "adam"}, default "lbfgs"
+        Full batch: ``lbfgs`` (L-BFGS), ``gd`` (gradient descent with line search).
+        Minibatch: ``sgd`` (with momentum), ``adam``.
+    max_iter : int, default 1000
+        Iterations (full batch) or epochs (minibatch).
+    tol : float, default 1e-4
+        Full batch: gradient tolerance. Minibatch: relative improvement under which an
+        epoch counts as no progress (see ``n_iter_no_change``).
+    batch_size : int, default 256
+        Rows per minibatch (``sgd``, ``adam``, ``partial_fit``).
+    learning_rate : float, optional
+        Initial step size of the minibatch solvers (default 0.05 for sgd, 0.01 for adam);
+        it decays as ``1 / sqrt(1 + epoch / 5)``.
+    class_weight : dict, "balanced" or None
+        Multiplies each sample's weight by the weight of its class.
+    warm_start : bool, default False
+        Start from the previous ``coef_`` and ``intercept_``.
+    random_state : int, Generator or None
+        Shuffling of the minibatch solvers and the early-stopping split.
+    n_jobs : int, optional
+        Threads over row chunks of the objective (-1: all cores). None: one Python thread,
+        BLAS threads as configured.
+    verbose : int, default 0
+        Print the objective per iteration when > 0.
+    early_stopping : bool, default False
+        Minibatch solvers only: hold out ``validation_fraction`` of the data and stop when
+        its objective stops improving; the best iterate is kept.
+    validation_fraction : float, default 0.1
+    n_iter_no_change : int, default 5
+    callback : callable, optional
+        ``callback(progress)`` after each iteration (epoch), with a :class:`Progress`
+        (iteration, loss = ``L_total``, grad_max, coef, intercept); returning True stops
+        training (the model of that iteration is kept, with a ConvergenceWarning).
+
+    Attributes
+    ----------
+    classes_ : ndarray, shape ``(n_classes,)``
+    coef_ : ndarray, shape ``(n_classes, n_features)``
+    intercept_ : ndarray, shape ``(n_classes,)``
+    n_iter_ : int
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` has string feature names.
+    loss_curve_ : list of float
+        ``L_total`` after each iteration (the mean batch objective times ``Σ s`` for the
+        minibatch solvers).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from crossent import SoftmaxClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = SoftmaxClassifier(l2=1.0).fit(X / 16, y)
+    >>> clf.coef_.shape
+    (10, 64)
+    >>> bool(clf.score(X / 16, y) > 0.95)
+    True
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "l2": [Interval(Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "solver": [StrOptions(set(SOLVERS))],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "callback": [callable, None],
+    }
+
+    def __init__(
+        self,
+        l2: float = 1.0,
+        *,
+        fit_intercept: bool = True,
+        solver: str = "lbfgs",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        batch_size: int = 256,
+        learning_rate: float | None = None,
+        class_weight: dict | str | None = None,
+        warm_start: bool = False,
+        random_state: Any = None,
+        n_jobs: int | None = None,
+        verbose: int = 0,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        callback: Any = None,
+    ) -> None:
+        self.l2 = l2
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callback = callback
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None) -> SoftmaxClassifier:
+        """Minimise ``L_total`` on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like, shape ``(n_samples, n_features)``
+        y : array-like, shape ``(n_samples,)``
+            Class labels (integers or strings), at least two distinct.
+        sample_weight : array-like, shape ``(n_samples,)``, optional
+            Non-negative weights ``s_i``.
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        check_classification_targets(y)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if classes.shape[0] < 2:
+            raise ValueError(
+                "SoftmaxClassifier needs samples of at least 2 classes in the data, but the "
+                f"data contains only one class: {classes[0]!r}"
+            )
+        weights = self._sample_weights(X, y, classes, sample_weight)
+        self.classes_ = classes
+        n_threads = resolve_n_threads(self.n_jobs)
+        rng = np.random.default_rng(_seed(self.random_state))
+        held_out = None
+        if self.early_stopping and self.solver in MINIBATCH:
+            X, y_index, weights, held_out = self._split_validation(X, y_index, weights, rng)
+        precond = Preconditioner.from_data(X, weights, center=self.fit_intercept, l2=float(self.l2))
+        objective = self._objective(X, y_index, weights, n_threads)
+        problem = Problem(objective, precond, float(weights.sum()))
+        validation = None
+        if held_out is not None:
+            X_val, y_val, w_val = held_out
+            validation = Problem(
+                self._objective(X_val, y_val, w_val, n_threads), precond, float(w_val.sum())
+            )
+        x0 = self._start(precond, y_index, weights)
+        options: dict[str, Any] = {}
+        if self.solver in MINIBATCH:
+            options = self._minibatch_options(rng, validation)
+        solver: Any = SOLVERS[self.solver]
+        result = solver(
+            problem,
+            x0,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            callback=self._progress(precond),
+            **options,
+        )
+        self._set_model(precond.to_model(result.x, len(classes)))
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = result.loss_curve
+        if not result.converged:
+            self._warn_not_converged(result.message)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxClassifier:
+        """One minibatch pass over ``(X, y)``, continuing from the current model.
+
+        Uses the ``sgd`` or ``adam`` solver (``adam`` when ``solver`` is a full-batch one).
+        The penalty is shared out over the samples seen so far: after passes over a data
+        set in batches, the model approaches the minimiser of ``L_total`` on the samples
+        seen, each counted once per pass.
+
+        Parameters
+        ----------
+        X : array-like, shape ``(n_samples, n_features)``
+        y : array-like, shape ``(n_samples,)``
+        classes : array-like, shape ``(n_classes,)``
+            Every class that will ever appear; required on the first call.
+        sample_weight : array-like, shape ``(n_samples,)``, optional
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "classes_")
+        if first:
+            self._validate_params()
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+            classes = np.unique(np.asarray(classes))
+            if classes.shape[0] < 2:
+                raise ValueError("partial_fit needs at least 2 classes in `classes`")
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"`classes`={np.unique(classes)!r} differs from the classes of the first call "
+                f"{self.classes_!r}"
+            )
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C", reset=first)
+        check_classification_targets(y)
+        known = classes if first else self.classes_
+        unseen = np.setdiff1d(np.unique(y), known)
+        if unseen.size:
+            raise ValueError(f"y contains labels {unseen!r} not in classes {known!r}")
+        y_index = np.searchsorted(known, y)
+        weights = self._sample_weights(X, y, known, sample_weight)
+        n_threads = resolve_n_threads(self.n_jobs)
+        if first:
+            self.classes_ = known
+            self._precond = Preconditioner.from_data(
+                X, weights, center=self.fit_intercept, l2=float(self.l2)
+            )
+            self._x = self._start(self._precond, y_index, weights)
+            self._solver_state: dict[str, Any] = {}
+            self._rng = np.random.default_rng(_seed(self.random_state))
+            self.n_samples_seen_ = 0.0
+            self.loss_curve_ = []
+            self.n_iter_ = 0
+        self.n_samples_seen_ += float(weights.sum())
+        objective = self._objective(X, y_index, weights, n_threads)
+        problem = Problem(objective, self._precond, self.n_samples_seen_)
+        method = self.solver if self.solver in MINIBATCH else "adam"
+        solver: Any = SOLVERS[method]
+        result = solver(
+            problem,
+            self._x,
+            max_iter=1,
+            tol=self.tol,
+            callback=self._progress(self._precond),
+            **self._minibatch_options(self._rng, None, state=self._solver_state),
+        )
+        self._x = result.x
+        self._set_model(self._precond.to_model(result.x, len(self.classes_)))
+        self.n_iter_ += result.n_iter
+        self.loss_curve_.extend(result.loss_curve)
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def decision_function(self, X) -> np.ndarray:
+        """Scores ``f = X Wᵀ + b``, shape ``(n_samples, n_classes)``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        scores = np.empty((X.shape[0], self.coef_.shape[0]), dtype=np.float64)  # (n, C)
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            block = slice(start, start + _PREDICT_CHUNK)
+            scores[block] = X[block] @ self.coef_.T + self.intercept_
+        return scores
+
+    def predict(self, X) -> np.ndarray:
+        """The class of highest score for each row, shape ``(n_samples,)``."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``softmax(X Wᵀ + b)``, shape ``(n_samples, n_classes)``."""
+        return softmax(self.decision_function(X))
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """``log_softmax(X Wᵀ + b)``, computed from the scores (never ``log(proba)``)."""
+        return log_softmax(self.decision_function(X))
+
+    # ------------------------------------------------------------------ helpers
+    def _sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if self.class_weight is not None:
+            if isinstance(self.class_weight, dict):
+                missing = set(self.class_weight) - set(classes.tolist())
+                if missing:
+                    raise ValueError(f"class_weight names classes not in the data: {missing}")
+            per_class = compute_class_weight(self.class_weight, classes=classes, y=y)
+            weights = weights * per_class[np.searchsorted(classes, y)]
+        if not weights.sum() > 0:
+            raise ValueError("the sample weights sum to zero: there is nothing to fit")
+        return weights
+
+    def _objective(self, X, y_index, weights, n_threads) -> LinearSoftmaxObjective:
+        return LinearSoftmaxObjective(
+            X,
+            y_index,
+            len(self.classes_),
+            l2=float(self.l2),
+            sample_weight=weights,
+            fit_intercept=self.fit_intercept,
+            n_threads=n_threads,
+        )
+
+    def _start(self, precond: Preconditioner, y_index, weights) -> np.ndarray:
+        """Warm start, else ``W = 0`` and ``b`` = log class frequencies (the best constant)."""
+        n_classes = len(self.classes_)
+        if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[0] == n_classes:
+            if self.coef_.shape[1] == precond.scale.shape[0]:
+                return precond.from_model(self.coef_, self.intercept_)
+        coef = np.zeros((n_classes, precond.scale.shape[0]))
+        intercept = np.zeros(n_classes)
+        if self.fit_intercept:
+            counts = np.bincount(y_index, weights=weights, minlength=n_classes)
+            intercept = np.log(np.maximum(counts, 1e-12) / counts.sum())
+            intercept -= intercept.mean()
+        return precond.from_model(coef, intercept)
+
+    def _split_validation(self, X, y_index, weights, rng):
+        n = X.shape[0]
+        n_val = max(1, round(self.validation_fraction * n))
+        if n - n_val < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no rows")
+        order = rng.permutation(n)
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return X[train], y_index[train], weights[train], (X[val], y_index[val], weights[val])
+
+    def _minibatch_options(self, rng, validation, state=None) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "random_state": rng,
+            "n_iter_no_change": self.n_iter_no_change,
+            "validation": validation,
+            "state": state,
+        }
+
+    def _progress(self, precond: Preconditioner) -> Callback:
+        """The solver callback: prints when verbose, and calls the user's callback."""
+        n_classes = len(self.classes_)
+
+        def report(iteration: int, loss: float, grad_max: float, x: np.ndarray) -> bool:
+            if self.verbose:
+                print(f"iter {iteration:5d}  L_total {loss:.10g}  max|grad| {grad_max:.3g}")
+            if self.callback is None:
+                return False
+            coef, intercept = precond.to_model(x, n_classes)
+            if not self.fit_intercept:
+                intercept = np.zeros_like(intercept)
+            return bool(self.callback(Progress(iteration, loss, grad_max, coef, intercept)))
+
+        return report
+
+    def _set_model(self, model: tuple[np.ndarray, np.ndarray]) -> None:
+        coef, intercept = model
+        self.coef_ = np.ascontiguousarray(coef)
+        self.intercept_ = intercept if self.fit_intercept else np.zeros_like(intercept)
+
+    def _warn_not_converged(self, message: str) -> None:
+        unit = "epochs" if self.solver in MINIBATCH else "iterations"
+        warnings.warn(
+            f"SoftmaxClassifier (solver={self.solver!r}) did not converge in "
+            f"max_iter={self.max_iter} {unit} ({message}). Increase max_iter, loosen tol "
+            f"(now {self.tol:g}), or raise l2 (now {self.l2:g}).",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+
+
+def _seed(random_state: Any) -> Any:
+    """A seed for ``np.random.default_rng`` from scikit-learn's random_state forms."""
+    if isinstance(random_state, np.random.RandomState):
+        return random_state.randint(np.iinfo(np.int32).max)
+    return random_state

@@ -1,0 +1,398 @@
+"""Softmax cross-entropy from logits, and its analytic gradient ``ŷ − δ``.
+
+For one sample with logits ``z`` (the derivation's scores ``f_{j,i}``) and true class ``k``:
+
+.. math::
+
+    L = -\\log \\hat y_k = \\log \\sum_j e^{z_j} - z_k, \\qquad
+    \\frac{\\partial L}{\\partial z_j} = \\hat y_j - \\delta_{jk}.
+
+Every option of :func:`torch.nn.functional.cross_entropy` reduces to one form. Each sample
+carries a non-negative *target mass* ``u`` over the classes, and
+
+.. math::
+
+    L = \\sum_j u_j (\\mathrm{lse}(z) - z_j), \\qquad
+    \\frac{\\partial L}{\\partial z} = \\Big(\\sum_j u_j\\Big) \\hat y - u,
+
+with ``u = w_k e_k`` for a class index ``k`` and class weights ``w`` (``u = e_k`` without
+weights: the derivation's ``ŷ − δ``), ``u = (1 − ε) w_k e_k + (ε / C) w`` with label smoothing
+``ε``, and ``u = w ⊙ ((1 − ε) p + ε / C)`` for a probability target ``p``; ignored samples have
+``u = 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from crossent._array import Array, check_floating, check_probabilities, namespace, stop_gradient
+from crossent.softmax import shifted_logits
+
+__all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass
+class _Problem:
+    """Validated inputs, flattened to ``(n, C)``."""
+
+    xp: Any
+    logits: Array  # (n, C)
+    batch_shape: tuple[int, ...]
+    index: Array | None  # (n,) class indices, ignored entries replaced by 0
+    keep: Array | None  # (n,) bool, False where target == ignore_index
+    probs: Array | None  # (n, C) probability targets
+    weight: Array | None  # (C,) float64 class weights
+    smoothing: float
+    reduction: str
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.logits.shape[-1])
+
+
+def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, validate) -> _Problem:
+    xp, (logits, target, weight) = namespace(logits, target, weight)
+    check_floating(xp, logits, "logits")
+    if logits.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes), got a scalar")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    n_classes = int(logits.shape[-1])
+    if n_classes == 0:
+        raise ValueError("logits must have at least one class (last axis has size 0)")
+    batch_shape = tuple(int(s) for s in logits.shape[:-1])
+    n = math.prod(batch_shape)
+    flat = xp.reshape(logits, (n, n_classes))
+
+    if weight is not None:
+        check_floating(xp, weight, "weight")
+        if tuple(weight.shape) != (n_classes,):
+            raise ValueError(
+                f"weight must have shape (n_classes,) = ({n_classes},), got {tuple(weight.shape)}"
+            )
+        if not bool(xp.all(xp.isfinite(weight))) or bool(xp.any(weight < 0)):
+            raise ValueError("weight must be finite and non-negative")
+        weight = xp.astype(stop_gradient(weight), xp.float64)
+
+    if xp.isdtype(target.dtype, "bool"):
+        raise TypeError("target must hold class indices (integers) or probabilities, got bool")
+    if xp.isdtype(target.dtype, "integral"):
+        if tuple(target.shape) != batch_shape:
+            raise ValueError(
+                f"class-index target must have shape logits.shape[:-1] = {batch_shape}, "
+                f"got {tuple(target.shape)}"
+            )
+        index = xp.reshape(target, (n,))
+        keep = None
+        if ignore_index is not None:
+            if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+                raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+            keep = index != int(ignore_index)
+            index = xp.where(keep, index, xp.zeros_like(index))
+        if n and (bool(xp.any(index < 0)) or bool(xp.any(index >= n_classes))):
+            bad = index[(index < 0) | (index >= n_classes)][0]
+            raise ValueError(
+                f"target holds class index {int(bad)}, outside [0, {n_classes}) "
+                f"for logits with {n_classes} classes"
+            )
+        return _Problem(
+            xp, flat, batch_shape, index, keep, None, weight, label_smoothing, reduction
+        )
+
+    check_floating(xp, target, "target")
+    if tuple(target.shape) == batch_shape and batch_shape != tuple(logits.shape):
+        raise TypeError(
+            f"class-index target must have an integer dtype, got {target.dtype}; "
+            "a probability target must have the shape of logits"
+        )
+    if tuple(target.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"target must be class indices of shape {batch_shape} or probabilities of shape "
+            f"{tuple(logits.shape)}, got shape {tuple(target.shape)}"
+        )
+    if ignore_index is not None:
+        raise ValueError("ignore_index applies to class-index targets, not to probability targets")
+    if validate:
+        check_probabilities(xp, target, "target")
+    probs = xp.reshape(stop_gradient(target), (n, n_classes))
+    return _Problem(xp, flat, batch_shape, None, None, probs, weight, label_smoothing, reduction)
+
+
+def _target_mass(pb: _Problem) -> tuple[Array | None, Array, Array | None]:
+    """The target mass of every sample: ``(dense u or None, row total Σ_j u_j, w_k or None)``.
+
+    ``u`` is built densely, ``(n, C)`` float64, only for probability targets or label
+    smoothing; with plain class indices it is ``row_weight · e_k``, returned as the third
+    element. ``row total`` has shape ``(n,)``.
+    """
+    xp, n, n_classes, eps = pb.xp, pb.logits.shape[0], pb.n_classes, pb.smoothing
+    if pb.probs is not None:
+        mass = xp.astype(pb.probs, xp.float64) * (1.0 - eps) + eps / n_classes
+        if pb.weight is not None:
+            mass = mass * pb.weight
+        return mass, xp.sum(mass, axis=-1), None
+    assert pb.index is not None
+    if pb.weight is not None:
+        row_weight = xp.take(pb.weight, pb.index)
+    else:
+        row_weight = xp.ones((n,), dtype=xp.float64)
+    if pb.keep is not None:
+        row_weight = xp.where(pb.keep, row_weight, xp.zeros_like(row_weight))
+    if eps == 0.0:
+        return None, row_weight, row_weight
+    weight = pb.weight if pb.weight is not None else xp.ones((n_classes,), dtype=xp.float64)
+    onehot = xp.astype(pb.index[:, None] == xp.arange(n_classes)[None, :], xp.float64)
+    kept = (
+        xp.astype(pb.keep, xp.float64)[:, None]
+        if pb.keep is not None
+        else xp.ones((n, 1), dtype=xp.float64)
+    )
+    mass = (1.0 - eps) * row_weight[:, None] * onehot + (eps / n_classes) * weight[None, :] * kept
+    return mass, xp.sum(mass, axis=-1), None
+
+
+def _denominator(pb: _Problem) -> float:
+    """What ``reduction='mean'`` divides by: torch's convention, 1.0 for sum/none.
+
+    Class indices: the summed class weight of the non-ignored samples (their count without
+    weights). Probabilities: the number of samples.
+    """
+    xp = pb.xp
+    if pb.reduction != "mean":
+        return 1.0
+    if pb.probs is not None:
+        return float(pb.logits.shape[0])
+    assert pb.index is not None
+    if pb.weight is not None:
+        row = xp.take(pb.weight, pb.index)
+        if pb.keep is not None:
+            row = xp.where(pb.keep, row, xp.zeros_like(row))
+        return float(xp.sum(row))
+    return float(pb.logits.shape[0] if pb.keep is None else xp.sum(xp.astype(pb.keep, xp.int64)))
+
+
+def _check_normalisers(pb: _Problem, lse_finite: Array, row_total: Array) -> None:
+    bad = (~lse_finite) & (row_total > 0)
+    if bool(pb.xp.any(bad)):
+        _raise_undefined_row(int(pb.xp.argmax(pb.xp.astype(bad, pb.xp.int8))))
+
+
+def _raise_undefined_row(row: int) -> None:
+    raise ValueError(
+        f"logits row {row} has no finite log-sum-exp (all -inf, or a +inf or NaN entry); "
+        "its cross-entropy is undefined"
+    )
+
+
+def _per_sample_loss(pb: _Problem) -> Array:
+    """``L_n = Σ_j u_nj (lse_n − z_nj)`` in float64, differentiable through ``pb.logits``."""
+    xp = pb.xp
+    shifted, _, log_norm = shifted_logits(xp, pb.logits)  # (n, C), (n, 1), (n, 1) float64
+    mass, row_total, row_weight = _target_mass(pb)
+    _check_normalisers(pb, xp.isfinite(log_norm[:, 0]), row_total)
+    # Rows or classes of zero target mass may hold inf − inf or 0 · inf: they are masked
+    # out, so the invalid operations they trigger are expected.
+    with np.errstate(invalid="ignore"):
+        if mass is None:  # plain class indices: (lse − m) − (z_k − m)
+            assert pb.index is not None and row_weight is not None
+            z_k = xp.take_along_axis(shifted, pb.index[:, None], axis=-1)[:, 0]
+            nll = log_norm[:, 0] - xp.astype(z_k, xp.float64)
+            return row_weight * xp.where(row_weight > 0, nll, xp.zeros_like(nll))
+        nll = log_norm - xp.astype(shifted, xp.float64)  # (n, C), +inf on masked classes
+        return xp.sum(mass * xp.where(mass > 0, nll, xp.zeros_like(nll)), axis=-1)
+
+
+def _reduce(pb: _Problem, per_sample: Array) -> Array:
+    xp = pb.xp
+    if pb.reduction == "none":
+        return xp.astype(xp.reshape(per_sample, pb.batch_shape), pb.logits.dtype)
+    total = xp.sum(per_sample)
+    denom = _denominator(pb)
+    if denom == 0.0:  # a mean over no (or zero-weight) samples: 0.0, not NaN
+        return xp.astype(total * 0.0, pb.logits.dtype)
+    return xp.astype(total / denom, pb.logits.dtype)
+
+
+def softmax_cross_entropy(
+    logits: Array,
+    target: Array,
+    *,
+    weight: Array | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Array:
+    """Softmax cross-entropy of ``logits`` against class indices or probabilities.
+
+    Exactly ``torch.nn.functional.cross_entropy(logits, target, weight, ignore_index,
+    reduction, label_smoothing)`` with the class axis last, computed as ``lse(z) − z_k``
+    (never ``−log(softmax(z))``), with row normalisers and the loss accumulated in float64.
+
+    .. math::
+
+        L_i = \\log \\sum_j e^{z_{ij}} - z_{i k_i}, \\qquad
+        L_{avg} = \\frac{1}{N} \\sum_i L_i .
+
+    Parameters
+    ----------
+    logits : array, shape ``(..., n_classes)``
+        Unnormalised scores, floating dtype. ``-inf`` masks a class.
+    target : array
+        Class indices, integer dtype, shape ``logits.shape[:-1]``; or probabilities, floating
+        dtype, shape ``logits.shape``.
+    weight : array, shape ``(n_classes,)``, optional
+        Non-negative class weights. With ``reduction='mean'`` and class indices, the sum of
+        weighted losses is divided by the summed weight of the non-ignored samples (torch's
+        rule); with probability targets, by the number of samples.
+    ignore_index : int, optional
+        Class-index value whose samples contribute nothing (loss and gradient 0) and are left
+        out of the mean. (torch's default is -100; here the default ignores nothing.)
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution: ``(1 − ε) target + ε / C``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"`` returns one loss per sample, shape ``logits.shape[:-1]``.
+    validate : bool, default True
+        Check that probability targets are finite, non-negative and sum to 1.
+
+    Returns
+    -------
+    array
+        The loss in ``logits``' dtype and array type. Differentiable by autograd when
+        ``logits`` is a tensor that requires grad.
+
+    Notes
+    -----
+    One deliberate difference from torch: a mean over zero non-ignored samples (or an empty
+    batch) is 0.0, with a zero gradient, where torch returns NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossent import softmax_cross_entropy
+    >>> logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    >>> round(float(softmax_cross_entropy(logits, np.array([0, 2]))), 6)
+    0.634229
+    >>> softmax_cross_entropy(logits, np.array([0, 2]), reduction="none").round(6)
+    array([0.169846, 1.098612])
+    """
+    pb = _parse(logits, target, weight, ignore_index, label_smoothing, reduction, validate)
+    return _reduce(pb, _per_sample_loss(pb))
+
+
+def softmax_cross_entropy_with_grad(
+    logits: Array,
+    target: Array,
+    *,
+    weight: Array | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> tuple[Array, Array]:
+    """:func:`softmax_cross_entropy` and its analytic gradient with respect to ``logits``.
+
+    .. math::
+
+        \\frac{\\partial L_i}{\\partial z_{ij}} = \\hat y_{ij} - \\delta_{j k_i}
+
+    for plain class indices; in general ``(Σ_j u_j) ŷ − u`` for the target mass ``u`` of
+    the module docstring, scaled by the reduction (divided by the denominator for
+    ``"mean"``). With ``reduction="none"`` row ``i`` of the gradient is ``∂L_i / ∂z_i``.
+    Loss and gradient come from the same pass over the logits.
+
+    Parameters
+    ----------
+    logits, target, weight, ignore_index, label_smoothing, reduction, validate
+        As in :func:`softmax_cross_entropy`.
+
+    Returns
+    -------
+    loss : array
+        As :func:`softmax_cross_entropy` returns it.
+    grad : array, shape ``logits.shape``
+        In ``logits``' dtype and array type (never attached to an autograd graph).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossent import softmax_cross_entropy_with_grad
+    >>> loss, grad = softmax_cross_entropy_with_grad(np.log([[0.25, 0.75]]), np.array([1]))
+    >>> grad  # ŷ − δ
+    array([[ 0.25, -0.25]])
+    """
+    pb = _parse(
+        stop_gradient(logits), target, weight, ignore_index, label_smoothing, reduction, validate
+    )
+    xp = pb.xp
+    denom = _denominator(pb)
+    scale = 0.0 if denom == 0.0 else 1.0 / denom
+    mass, row_total, row_weight = _target_mass(pb)
+    if mass is None and pb.reduction != "none" and isinstance(pb.logits, np.ndarray):
+        assert pb.index is not None and row_weight is not None
+        grad = np.array(pb.logits, copy=True, order="C")
+        total = index_loss_grad_inplace(grad, np.asarray(pb.index), np.asarray(row_weight), scale)
+        loss = np.asarray(total * scale, dtype=pb.logits.dtype)[()]
+        return loss, grad.reshape((*pb.batch_shape, pb.n_classes))
+    per_sample = _per_sample_loss(pb)
+    shifted, _, log_norm = shifted_logits(xp, pb.logits)
+    with np.errstate(invalid="ignore"):  # all -inf rows of ignored samples: masked below
+        probs = xp.exp(xp.astype(shifted, xp.float64) - log_norm)  # (n, C) ŷ
+    probs = xp.where(row_total[:, None] > 0, probs, xp.zeros_like(probs))
+    if mass is None:
+        assert pb.index is not None and row_weight is not None
+        onehot = pb.index[:, None] == xp.arange(pb.n_classes)[None, :]
+        mass = xp.where(onehot, row_weight[:, None], xp.zeros_like(probs))
+    grad = row_total[:, None] * probs - mass
+    if pb.reduction != "none":
+        grad = grad * scale
+    grad = xp.reshape(xp.astype(grad, pb.logits.dtype), (*pb.batch_shape, pb.n_classes))
+    return _reduce(pb, per_sample), grad
+
+
+def index_loss_grad_inplace(
+    scores: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float = 1.0
+) -> float:
+    """The hot-path kernel: class-index loss, with ``scores`` overwritten by its gradient.
+
+    For ``scores`` ``(n, C)`` (C-contiguous float32 or float64), class indices ``index``
+    ``(n,)`` and per-sample weights ``row_weight`` ``(n,)`` (float64, ≥ 0), returns
+    ``Σ_i s_i (lse(z_i) − z_{i k_i})`` as a float64 Python float and leaves
+    ``scale · s_i (ŷ_i − e_{k_i})`` in row ``i`` of ``scores``. Exponentials stay in the
+    scores' dtype; each row's normaliser and the loss are accumulated in float64. Rows of
+    weight 0 may hold anything (they are zeroed).
+    """
+    n = scores.shape[0]
+    if n == 0:
+        return 0.0
+    rows = np.arange(n)
+    m = scores.max(axis=1)  # (n,) row maxima
+    z_k = scores[rows, index]  # (n,) true-class scores, read before they are overwritten
+    finite_m = np.isfinite(m)
+    if not finite_m.all():
+        m = np.where(finite_m, m, 0.0).astype(scores.dtype)
+    np.subtract(scores, m[:, None], out=scores)
+    np.exp(scores, out=scores)
+    norm = scores.sum(axis=1, dtype=np.float64)  # (n,) Σ_j exp(z_j − m)
+    positive = row_weight > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nll = np.log(norm) - (z_k.astype(np.float64) - m)  # lse − z_k
+        defined = np.isfinite(np.log(norm)) | ~positive
+    if not defined.all():
+        _raise_undefined_row(int(np.argmin(defined)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        row_scale = np.where(positive, row_weight * scale / norm, 0.0)
+    with np.errstate(invalid="ignore"):  # inf · 0 in rows of weight 0, zeroed below
+        scores *= row_scale.astype(scores.dtype)[:, None]
+    if not positive.all():
+        scores[~positive] = 0.0
+    scores[rows, index] -= (row_weight * scale).astype(scores.dtype)
+    return float(np.dot(row_weight[positive], nll[positive]))

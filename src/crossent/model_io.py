@@ -1,0 +1,396 @@
+"""Safe model files: named arrays plus JSON metadata in one safetensors file.
+
+A crossent model file is a `safetensors <https://github.com/huggingface/safetensors>`_ file
+whose header carries one metadata entry, ``"crossent"``: a JSON object holding the caller's
+metadata and four bookkeeping keys,
+
+- ``"format"``: always ``"crossent-model"``,
+- ``"format_version"``: :data:`FORMAT_VERSION`,
+- ``"crossent_version"``: the ``crossent.__version__`` that wrote the file,
+- ``"arrays"``: ``{name: {"shape": [...], "dtype": "float64"}}`` for every array stored.
+
+Loading parses the header with :mod:`json` and the tensors with safetensors; nothing in a
+model file is ever executed (no pickle). Writes are atomic: a file either holds a complete
+model or is not replaced at all.
+
+Examples
+--------
+>>> import os, tempfile
+>>> import numpy as np
+>>> from crossent.model_io import load_model, save_model
+>>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+>>> save_model(path, {"W": np.eye(2)}, {"classes": np.array(["cat", "dog"])})
+>>> arrays, meta = load_model(path)
+>>> arrays["W"]
+array([[1., 0.],
+       [0., 1.]])
+>>> meta["classes"], meta["format_version"]
+(['cat', 'dog'], 1)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+
+import crossent
+
+__all__ = ["FORMAT_VERSION", "ModelFileError", "load_model", "save_model"]
+
+FORMAT_VERSION = 1
+"""Version of the crossent model file layout written by :func:`save_model`."""
+
+_FORMAT_NAME = "crossent-model"
+_METADATA_KEY = "crossent"
+_BOOKKEEPING_KEYS = ("format", "format_version", "crossent_version", "arrays")
+# Numpy dtypes that safetensors.numpy can both write and read back.
+_SUPPORTED_DTYPES = frozenset(
+    "float64 float32 float16 int64 uint64 int32 uint32 int16 uint16 int8 uint8 bool "
+    "complex64".split()
+)
+_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, truncated, corrupted, of another format version, or not a
+    crossent model."""
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_model(
+    path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any]
+) -> None:
+    """Write named arrays and JSON metadata to a crossent model file, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file, conventionally ``*.safetensors``. Its directory must exist. An existing
+        file is replaced only once the new one is completely written and synced to disk.
+    arrays : mapping of str to numpy.ndarray
+        The model's arrays, e.g. ``{"coef": (n_classes, n_features), "intercept":
+        (n_classes,)}``. Dtypes: float16/32/64, (u)int8/16/32/64, bool, complex64.
+    metadata : mapping of str to JSON-like values
+        Anything JSON can hold. numpy scalars become Python scalars and numpy arrays
+        become (nested) lists, so class labels given as ``np.array([0, 1])`` or
+        ``np.array(["cat", "dog"])`` come back from :func:`load_model` as lists. Tuples
+        come back as lists. Dictionary keys must be strings. Float NaN and ±inf are kept
+        (as JSON's ``NaN``/``Infinity`` extension, which :mod:`json` reads back). The keys
+        ``format``, ``format_version``, ``crossent_version`` and ``arrays`` are written
+        by this function; values given for them are replaced, so the metadata returned by
+        :func:`load_model` can be saved again unchanged.
+
+    Raises
+    ------
+    TypeError
+        If an array is not a numpy array or a metadata value is not JSON-serialisable
+        (the message names the key).
+    ValueError
+        If an array name is invalid or an array's dtype is not supported.
+    OSError
+        If the file cannot be written; no partial or temporary file is left behind.
+
+    Notes
+    -----
+    Saving the same arrays and metadata twice gives byte-identical files: JSON keys are
+    sorted and safetensors orders tensors deterministically. The write goes to a hidden
+    temporary file in the target's directory, which is flushed, fsync-ed and then moved
+    over the target with :func:`os.replace`; on any exception (``KeyboardInterrupt``
+    included) the temporary file is removed and the target is untouched.
+    """
+    path = os.fspath(path)
+    tensors = _check_arrays(arrays)
+    header: dict[str, Any] = {
+        key: _to_json(value, f"metadata[{key!r}]")
+        for key, value in _check_mapping(metadata, "metadata").items()
+        if key not in _BOOKKEEPING_KEYS
+    }
+    header.update(
+        format=_FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+        crossent_version=crossent.__version__,
+        arrays={
+            name: {"shape": list(arr.shape), "dtype": arr.dtype.name}
+            for name, arr in sorted(tensors.items())
+        },
+    )
+    text = json.dumps(header, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    payload = safetensors.numpy.save(tensors, metadata={_METADATA_KEY: text})
+    _write_atomic(path, payload)
+
+
+def _check_mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a dict, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"{where} keys must be strings, got {key!r} ({type(key).__name__})")
+    return value
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    tensors = {}
+    for name, arr in _check_mapping(arrays, "arrays").items():
+        if not name or name == "__metadata__":
+            raise ValueError(f"arrays: {name!r} is not a valid array name")
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"arrays[{name!r}] must be a numpy array, got {type(arr).__name__}")
+        if arr.dtype.name not in _SUPPORTED_DTYPES:
+            raise ValueError(
+                f"arrays[{name!r}] has dtype {arr.dtype}, which a model file cannot store "
+                f"(supported: {', '.join(sorted(_SUPPORTED_DTYPES))})"
+            )
+        # not np.ascontiguousarray, which turns a 0-d array into shape (1,)
+        tensors[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
+    return tensors
+
+
+def _to_json(value: Any, where: str) -> Any:
+    """Convert ``value`` to plain JSON types (dict, list, str, int, float, bool, None)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biufUS":
+            raise TypeError(
+                f"{where} is a numpy array of dtype {value.dtype}, not JSON-serialisable"
+            )
+        return _to_json(value.tolist(), where)
+    if isinstance(value, np.generic):
+        return _to_json(value.item(), where)
+    if isinstance(value, bytes):
+        raise TypeError(f"{where} is bytes, not JSON-serialisable; decode it to str first")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _to_json(v, f"{where}[{k!r}]") for k, v in _check_mapping(value, where).items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where} is a {type(value).__name__}, not JSON-serialisable")
+
+
+def _write_atomic(path: str, payload: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"cannot save model to {path}: directory {directory} does not exist"
+        )
+    # os.open with O_EXCL (rather than mkstemp) so that the file gets the usual umask mode.
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 64 random bits
+        raise FileExistsError(f"cannot create a temporary file in {directory}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a crossent model file written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The model file.
+
+    Returns
+    -------
+    arrays : dict of str to numpy.ndarray
+        Writeable copies of the stored arrays, with their stored shapes and dtypes.
+    metadata : dict
+        The saved metadata, including the bookkeeping keys ``format``, ``format_version``,
+        ``crossent_version`` and ``arrays``. numpy arrays saved in the metadata come back
+        as lists.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing or unreadable, empty, truncated, corrupted, not a
+        safetensors file (a pickle is recognised and refused), a safetensors file without
+        crossent metadata, of another format version, or if its arrays disagree with the
+        metadata's ``arrays`` record. The message names the file and the fault.
+
+    Notes
+    -----
+    Nothing is executed while loading: the header is parsed as JSON and the tensor bytes
+    are copied into numpy arrays of the dtype the header names.
+    """
+    name = os.fspath(path)
+    data = _read_bytes(name)
+    header = _parse_header(name, data)
+    meta = _crossent_metadata(name, header)
+    try:
+        loaded = safetensors.numpy.load(data)
+    except Exception as exc:  # SafetensorError, or KeyError for a dtype numpy lacks
+        raise ModelFileError(f"{name}: corrupted safetensors file ({exc})") from None
+    arrays = {key: np.array(value, copy=True) for key, value in loaded.items()}
+    _check_against_record(name, arrays, meta["arrays"])
+    return arrays, meta
+
+
+def _read_bytes(name: str) -> bytes:
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ModelFileError(f"{name}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{name}: is a directory, not a model file") from None
+    except PermissionError:
+        raise ModelFileError(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise ModelFileError(f"{name}: cannot read model file ({exc.strerror or exc})") from None
+
+
+def _parse_header(name: str, data: bytes) -> dict[str, Any]:
+    """Parse and sanity-check the safetensors header: 8-byte length, then JSON."""
+    if not data:
+        raise ModelFileError(f"{name}: file is empty, not a crossent model file")
+    if data[:1] == b"\x80":
+        raise ModelFileError(
+            f"{name}: not a crossent model file (it looks like a Python pickle; "
+            "crossent never loads pickles)"
+        )
+    if data[:4] == b"PK\x03\x04":
+        raise ModelFileError(
+            f"{name}: not a crossent model file (it is a zip archive, e.g. a .npz or "
+            "torch.save file)"
+        )
+    if len(data) < 8:
+        raise ModelFileError(
+            f"{name}: truncated: {len(data)} bytes, less than the 8-byte header length"
+        )
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > _MAX_HEADER_BYTES:
+        raise ModelFileError(
+            f"{name}: not a safetensors file (header length field says {header_len} bytes)"
+        )
+    if 8 + header_len > len(data):
+        raise ModelFileError(
+            f"{name}: truncated or not a safetensors file: header says {header_len} bytes of "
+            f"JSON, file has {len(data) - 8} after the length field"
+        )
+    try:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelFileError(f"{name}: corrupted header, not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{name}: corrupted header, not a JSON object")
+    data_len = len(data) - 8 - header_len
+    expected = _data_length(name, header)
+    if expected != data_len:
+        fault = "truncated" if data_len < expected else "corrupted (trailing bytes)"
+        raise ModelFileError(
+            f"{name}: {fault}: header says {expected} bytes of array data, file has {data_len}"
+        )
+    return header
+
+
+def _data_length(name: str, header: dict[str, Any]) -> int:
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
+            raise ModelFileError(f"{name}: corrupted header, bad entry for array {key!r}")
+        end = max(end, offsets[1])
+    return end
+
+
+def _crossent_metadata(name: str, header: dict[str, Any]) -> dict[str, Any]:
+    raw = header.get("__metadata__")
+    text = raw.get(_METADATA_KEY) if isinstance(raw, dict) else None
+    if not isinstance(text, str):
+        raise ModelFileError(
+            f"{name}: not a crossent model file (a safetensors file without "
+            f"{_METADATA_KEY!r} metadata)"
+        )
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{name}: corrupted crossent metadata, not valid JSON ({exc})"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{name}: corrupted crossent metadata, not a JSON object")
+    if meta.get("format") != _FORMAT_NAME:
+        raise ModelFileError(
+            f"{name}: not a crossent model file (format is {meta.get('format')!r}, "
+            f"expected {_FORMAT_NAME!r})"
+        )
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ModelFileError(
+            f"{name}: format version {version!r} is not supported by this crossent "
+            f"(supports {FORMAT_VERSION})"
+        )
+    if not isinstance(meta.get("arrays"), dict):
+        raise ModelFileError(f"{name}: corrupted crossent metadata, no 'arrays' record")
+    return meta
+
+
+def _check_against_record(name: str, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+    """Every array in the file must match the metadata's record, and vice versa."""
+    missing = sorted(set(record) - set(arrays))
+    extra = sorted(set(arrays) - set(record))
+    if missing:
+        raise ModelFileError(f"{name}: metadata lists array(s) {missing} that the file lacks")
+    if extra:
+        raise ModelFileError(f"{name}: file holds array(s) {extra} that the metadata does not list")
+    for key, arr in sorted(arrays.items()):
+        entry = record[key]
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or tuple(shape) != arr.shape:
+            raise ModelFileError(
+                f"{name}: array {key!r} has shape {arr.shape}, metadata says {shape!r}"
+            )
+        if dtype != arr.dtype.name:
+            raise ModelFileError(
+                f"{name}: array {key!r} has dtype {arr.dtype.name}, metadata says {dtype!r}"
+            )

@@ -1,0 +1,27 @@
+"""Solvers for the L2-regularised softmax objective, all with one signature.
+
+``solver(problem, x0, *, max_iter, tol, callback=None, **options) -> SolverResult`` where
+``problem`` is a :class:`Problem` (the preconditioned objective ``F = L_total / S``).
+
+- ``lbfgs``: L-BFGS (the default; full batch).
+- ``gd``: gradient descent with a Barzilai-Borwein step and Armijo line search (full batch).
+- ``sgd``, ``adam``: minibatch, also behind ``partial_fit``.
+"""
+
+from functools import partial
+
+from crossent.solvers._gd import gd
+from crossent.solvers._lbfgs import lbfgs
+from crossent.solvers._minibatch import minibatch
+from crossent.solvers._problem import Preconditioner, Problem, SolverResult
+
+SOLVERS = {
+    "lbfgs": lbfgs,
+    "gd": gd,
+    "sgd": partial(minibatch, method="sgd"),
+    "adam": partial(minibatch, method="adam"),
+}
+FULL_BATCH = ("lbfgs", "gd")
+MINIBATCH = ("sgd", "adam")
+
+__all__ = ["FULL_BATCH", "MINIBATCH", "SOLVERS", "Preconditioner", "Problem", "SolverResult"]

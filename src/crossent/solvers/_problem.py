@@ -1,0 +1,148 @@
+"""What every solver sees: the objective in a well-scaled parameter space.
+
+Solvers minimise ``F(x) = L_total(W, b) / S`` (``S = Σ_i s_i``, so that the tolerance means
+the same thing for ten samples and for ten million: the same optimum as ``L_total``) over a
+flat float64 vector ``x = [V, b']`` related to the model by an affine change of variables,
+
+.. math::
+
+    W = V \\oslash \\sigma, \\qquad b = b' - W \\mu,
+
+with ``μ`` the weighted mean of each feature and ``σ`` about its standard deviation. In ``x`` the
+data term sees standardised features (a diagonal preconditioner), so badly scaled features
+cost no extra iterations, yet ``X`` is never copied or rescaled: only the ``(C, d)`` weights
+are. The penalty stays ``(λ/2)‖W‖²`` on the original ``W``: the optimum is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from crossent.objective import LinearSoftmaxObjective
+
+# callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
+Callback = Callable[[int, float, float, np.ndarray], "bool | None"]
+
+
+@dataclass(frozen=True)
+class Preconditioner:
+    """The affine change of variables ``W = V / σ``, ``b = b' − W μ``."""
+
+    center: np.ndarray  # (d,) μ, zeros without intercept
+    scale: np.ndarray  # (d,) σ, positive
+
+    @classmethod
+    def identity(cls, n_features: int) -> Preconditioner:
+        return cls(np.zeros(n_features), np.ones(n_features))
+
+    @classmethod
+    def from_data(
+        cls,
+        X: np.ndarray,
+        sample_weight: np.ndarray | None,
+        *,
+        center: bool,
+        l2: float,
+        chunk_rows: int = 8192,
+    ) -> Preconditioner:
+        """Feature means and scales from one float64 pass over X.
+
+        ``σ_j = sqrt(v_j + λ / S)`` with ``v_j`` the weighted variance of feature ``j``
+        (its mean square without centring) and ``S = Σ s_i``: the square root of the
+        diagonal of ``F``'s Hessian up to the softmax curvature, so that nearly constant
+        features, whose curvature comes from the penalty alone, are not over-stretched.
+        """
+        n, d = X.shape
+        s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        total = float(s.sum())
+        if total <= 0:
+            return cls.identity(d)
+        sums = np.zeros(d)
+        squares = np.zeros(d)
+        for start in range(0, n, chunk_rows):
+            chunk = np.asarray(X[start : start + chunk_rows], dtype=np.float64)
+            w = s[start : start + chunk_rows]
+            sums += w @ chunk
+            squares += w @ (chunk * chunk)
+        mean = sums / total if center else np.zeros(d)
+        spread = np.maximum(squares / total - mean * mean, 0.0)
+        scale = np.sqrt(spread + l2 / total)
+        return cls(mean, np.where(scale > 0, scale, 1.0))
+
+    def to_model(self, x: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        d = self.scale.shape[0]
+        V = x[: n_classes * d].reshape(n_classes, d)
+        coef = V / self.scale  # (C, d)
+        intercept = x[n_classes * d :] - coef @ self.center
+        return coef, intercept
+
+    def from_model(self, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+        V = coef * self.scale
+        return np.concatenate([V.ravel(), intercept + coef @ self.center])
+
+    def gradient_to_x(self, grad_coef: np.ndarray, grad_intercept: np.ndarray) -> np.ndarray:
+        """Chain rule: ``∂/∂V = (∂/∂W − ∂/∂b μᵀ) / σ``, ``∂/∂b' = ∂/∂b``."""
+        grad_V = (grad_coef - np.outer(grad_intercept, self.center)) / self.scale
+        return np.concatenate([grad_V.ravel(), grad_intercept])
+
+
+@dataclass
+class Problem:
+    """``F(x) = L_total / S`` for one objective (all data, or one minibatch)."""
+
+    objective: LinearSoftmaxObjective
+    precond: Preconditioner
+    normaliser: float  # S, what L_total is divided by
+
+    def value_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        coef, intercept = self.precond.to_model(x, self.objective.n_classes)
+        loss, grad_coef, grad_intercept = self.objective.loss_gradient(coef, intercept)
+        grad = self.precond.gradient_to_x(grad_coef, grad_intercept)
+        if not self.objective.fit_intercept:
+            grad[coef.size :] = 0.0
+        return loss / self.normaliser, grad / self.normaliser
+
+    def subset(self, rows: np.ndarray) -> Problem:
+        """The minibatch estimate of ``F`` on ``rows``: ``mean_B L + (λ / 2S)‖W‖²``.
+
+        Its expectation over uniformly drawn batches is ``F`` itself, so stochastic solvers
+        aim at the full-batch optimum. The batch's weight must be positive.
+        """
+        obj = self.objective
+        weights = obj.sample_weight[rows]
+        batch_total = float(weights.sum())
+        batch = LinearSoftmaxObjective(
+            obj.X[rows],
+            obj.y[rows],
+            obj.n_classes,
+            l2=obj.l2 * batch_total / self.normaliser,
+            sample_weight=weights,
+            fit_intercept=obj.fit_intercept,
+            n_threads=obj.n_threads,
+        )
+        return Problem(batch, self.precond, batch_total)
+
+
+class Solver(Protocol):
+    def __call__(
+        self,
+        problem: Problem,
+        x0: np.ndarray,
+        *,
+        max_iter: int,
+        tol: float,
+        callback: Callback | None = None,
+    ) -> SolverResult: ...
+
+
+@dataclass
+class SolverResult:
+    x: np.ndarray
+    n_iter: int
+    converged: bool
+    loss_curve: list[float] = field(default_factory=list)  # L_total after each iteration
+    message: str = ""

@@ -1,0 +1,59 @@
+"""Shared test helpers: the one tolerance table by dtype, and a comparison that uses it.
+
+Tolerances are relative (``rtol``) with a small absolute floor (``atol``) for values that
+are mathematically 0 (a gradient entry, the loss of a confident correct prediction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+# dtype name -> (rtol, atol)
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-12, 1e-14),
+    "float32": (1e-5, 1e-6),
+    "float16": (1e-2, 1e-3),
+    "bfloat16": (1e-2, 1e-2),
+}
+
+
+def _dtype_name(dtype: Any) -> str:
+    if isinstance(dtype, str) or "torch" in str(dtype):
+        return str(dtype).removeprefix("torch.")
+    return np.dtype(dtype).name
+
+
+def tolerance(dtype: Any) -> dict[str, float]:
+    """``{"rtol": ..., "atol": ...}`` for ``dtype`` (a NumPy or torch dtype, or its name)."""
+    rtol, atol = TOLERANCES[_dtype_name(dtype)]
+    return {"rtol": rtol, "atol": atol}
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of an array, tensor (detached) or scalar."""
+    detach = getattr(x, "detach", None)
+    if callable(detach):
+        return detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def assert_close(actual: Any, desired: Any, dtype: Any = "float64", **override: float) -> None:
+    """``np.testing.assert_allclose`` with the table's tolerance for ``dtype``."""
+    tol = tolerance(dtype) | override
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(desired), equal_nan=False, **tol)
+
+
+@pytest.fixture(scope="session")
+def tol() -> Callable[[Any], dict[str, float]]:
+    """The tolerance table as a fixture: ``tol(np.float32) -> {"rtol": 1e-5, "atol": 1e-6}``."""
+    return tolerance
+
+
+@pytest.fixture(scope="session")
+def close() -> Callable[..., None]:
+    """:func:`assert_close` as a fixture (usable from hypothesis tests: session scope)."""
+    return assert_close

@@ -1,0 +1,394 @@
+"""Tests of crossent.model_io: round trip, atomic writes, determinism and every bad file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import crossent
+from crossent.model_io import FORMAT_VERSION, ModelFileError, load_model, save_model
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "coef": rng.standard_normal((3, 5)),  # (n_classes, n_features)
+        "intercept": rng.standard_normal(3).astype(np.float32),
+        "counts": np.array([4, 0, 7], dtype=np.int64),
+        "mask": np.array([True, False]),
+        "scalar": np.array(2.5),
+        "empty": np.zeros((0, 4)),
+    }
+
+
+def _save(tmp_path, name="model.safetensors", **meta):
+    path = tmp_path / name
+    save_model(path, _arrays(), {"classes": [0, 1, 2], **meta})
+    return path
+
+
+def _raw_header(path) -> tuple[int, dict, bytes]:
+    data = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    return n, json.loads(data[8 : 8 + n]), data
+
+
+def _write_crossent(path, tensors, meta_obj) -> None:
+    """Write a safetensors file with an arbitrary 'crossent' metadata object."""
+    text = json.dumps(meta_obj, sort_keys=True)
+    with open(path, "wb") as f:
+        f.write(safetensors.numpy.save(tensors, metadata={"crossent": text}))
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [np.array([3, 1, 7]), np.array(["cat", "dog", "émeu"]), [0, 1, 2], ("a", "b")],
+    ids=["int-array", "str-array", "int-list", "str-tuple"],
+)
+def test_round_trip_arrays_bit_for_bit_and_metadata(tmp_path, classes):
+    arrays = _arrays()
+    meta = {
+        "classes": classes,
+        "lambda": 0.125,
+        "n_iter": np.int32(17),
+        "converged": np.bool_(True),
+        "history": np.array([1.5, 0.25]),
+        "nested": {"solver": "lbfgs", "tol": None, "pair": (1, "x")},
+        "loss": float("inf"),
+    }
+    path = tmp_path / "model.safetensors"
+    save_model(path, arrays, meta)
+    loaded, meta2 = load_model(path)
+
+    assert sorted(loaded) == sorted(arrays)
+    for name, arr in arrays.items():
+        got = loaded[name]
+        assert got.dtype == arr.dtype and got.shape == arr.shape, name
+        assert got.tobytes() == arr.tobytes(), name
+        assert got.flags.writeable, name
+    assert meta2["classes"] == list(np.asarray(classes).tolist())
+    assert type(meta2["classes"][0]) is type(np.asarray(classes).tolist()[0])
+    assert meta2["lambda"] == 0.125
+    assert meta2["n_iter"] == 17 and type(meta2["n_iter"]) is int
+    assert meta2["converged"] is True
+    assert meta2["history"] == [1.5, 0.25]
+    assert meta2["nested"] == {"solver": "lbfgs", "tol": None, "pair": [1, "x"]}
+    assert meta2["loss"] == float("inf")
+    assert meta2["format"] == "crossent-model"
+    assert meta2["format_version"] == FORMAT_VERSION
+    assert meta2["crossent_version"] == crossent.__version__
+    assert meta2["arrays"]["coef"] == {"shape": [3, 5], "dtype": "float64"}
+    assert meta2["arrays"]["intercept"] == {"shape": [3], "dtype": "float32"}
+
+
+def test_non_contiguous_and_big_endian_arrays_round_trip(tmp_path):
+    base = np.arange(24.0).reshape(4, 6)
+    arrays = {"t": base.T, "be": base.astype(">f8")}
+    save_model(tmp_path / "m.safetensors", arrays, {})
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded["t"], base.T)
+    np.testing.assert_array_equal(loaded["be"], base)
+    assert loaded["be"].dtype == np.float64
+
+
+def test_loaded_metadata_can_be_saved_again_unchanged(tmp_path):
+    path = _save(tmp_path)
+    arrays, meta = load_model(path)
+    save_model(tmp_path / "again.safetensors", arrays, meta)
+    assert open(path, "rb").read() == open(tmp_path / "again.safetensors", "rb").read()
+
+
+def test_resave_is_byte_identical(tmp_path):
+    meta_a = {"b": 1, "a": np.array(["x", "y"]), "c": {"z": 1, "y": 2}}
+    meta_b = {"c": {"y": 2, "z": 1}, "a": ["x", "y"], "b": 1}  # other key order
+    save_model(tmp_path / "a.safetensors", _arrays(), meta_a)
+    save_model(tmp_path / "b.safetensors", dict(reversed(_arrays().items())), meta_b)
+    save_model(tmp_path / "a.safetensors", _arrays(), meta_a)  # overwrite
+    data_a = (tmp_path / "a.safetensors").read_bytes()
+    assert data_a == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_file_is_plain_safetensors_with_one_crossent_entry(tmp_path):
+    path = _save(tmp_path)
+    _, header, _ = _raw_header(path)
+    assert list(header["__metadata__"]) == ["crossent"]
+    meta = json.loads(header["__metadata__"]["crossent"])
+    assert meta["format"] == "crossent-model"
+    np.testing.assert_array_equal(safetensors.numpy.load_file(path)["coef"], _arrays()["coef"])
+
+
+@pytest.mark.parametrize(
+    ("arrays", "meta", "error", "match"),
+    [
+        ({"W": [1.0, 2.0]}, {}, TypeError, r"arrays\['W'\] must be a numpy array"),
+        ({"W": np.array(["a"])}, {}, ValueError, r"arrays\['W'\] has dtype <U1"),
+        ({"W": np.zeros(2, dtype=object)}, {}, ValueError, "has dtype object"),
+        ({"__metadata__": np.zeros(2)}, {}, ValueError, "not a valid array name"),
+        ({"W": np.zeros(2)}, {"f": open}, TypeError, r"metadata\['f'\] is a builtin"),
+        ({"W": np.zeros(2)}, {"d": {1: 2}}, TypeError, "keys must be strings"),
+        ({"W": np.zeros(2)}, {"b": b"raw"}, TypeError, r"metadata\['b'\] is bytes"),
+        ({"W": np.zeros(2)}, [("a", 1)], TypeError, "metadata must be a dict"),
+    ],
+)
+def test_save_rejects_bad_input_and_writes_nothing(tmp_path, arrays, meta, error, match):
+    with pytest.raises(error, match=match):
+        save_model(tmp_path / "m.safetensors", arrays, meta)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_into_missing_directory_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_model(tmp_path / "nope" / "m.safetensors", _arrays(), {})
+
+
+# --------------------------------------------------------------------------- atomicity
+
+
+@pytest.mark.parametrize("where", ["replace", "fsync", "write"])
+@pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
+@pytest.mark.parametrize("existing", [False, True])
+def test_failed_write_leaves_no_file_and_keeps_existing_target(
+    tmp_path, monkeypatch, where, exc, existing
+):
+    target = tmp_path / "model.safetensors"
+    if existing:
+        target.write_bytes(b"old model")
+
+    def boom(*args, **kwargs):
+        raise exc
+
+    if where == "write":  # write half of the payload, then fail
+        real_fdopen = os.fdopen
+
+        def fdopen(fd, *args, **kwargs):
+            f = real_fdopen(fd, *args, **kwargs)
+            real_write = f.write
+
+            def write(data):
+                real_write(data[: len(data) // 2])
+                raise exc
+
+            f.write = write
+            return f
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+    else:
+        monkeypatch.setattr(os, where, boom)
+
+    with pytest.raises(type(exc)):
+        save_model(target, _arrays(), {"classes": [0, 1]})
+    monkeypatch.undo()
+    expected = ["model.safetensors"] if existing else []
+    assert sorted(os.listdir(tmp_path)) == expected
+    if existing:
+        assert target.read_bytes() == b"old model"
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match=r"nope\.safetensors: no such model file"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(ModelFileError, match="is a directory"):
+        load_model(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"")
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: file is empty"):
+        load_model(path)
+
+
+def test_truncated_at_every_kind_of_point(tmp_path):
+    path = _save(tmp_path)
+    n, _, data = _raw_header(path)
+    cuts = [1, 4, 7, 8, 9, 8 + n // 2, 8 + n - 1, 8 + n, 8 + n + 1, len(data) - 8, len(data) - 1]
+    cut_path = tmp_path / "cut.safetensors"
+    for cut in cuts:
+        cut_path.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError, match=r"cut\.safetensors: truncated") as info:
+            load_model(cut_path)
+        assert "\n" not in str(info.value), cut
+
+
+def test_every_truncation_raises_model_file_error(tmp_path):
+    path = _save(tmp_path)
+    data = open(path, "rb").read()
+    cut_path = tmp_path / "cut.safetensors"
+    for cut in range(0, len(data), 7):
+        cut_path.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError, match=r"cut\.safetensors"):
+            load_model(cut_path)
+
+
+def test_trailing_bytes(tmp_path):
+    path = _save(tmp_path)
+    with open(path, "ab") as f:
+        f.write(b"\0\0\0")
+    with pytest.raises(ModelFileError, match="trailing bytes"):
+        load_model(path)
+
+
+def test_corrupted_header_bytes(tmp_path):
+    path = _save(tmp_path)
+    _, _, data = _raw_header(path)
+    bad = bytearray(data)
+    bad[8 : 8 + 6] = b"\xff\xfe{{]!"
+    path_bad = tmp_path / "bad.safetensors"
+    path_bad.write_bytes(bytes(bad))
+    with pytest.raises(ModelFileError, match=r"bad\.safetensors: corrupted header"):
+        load_model(path_bad)
+
+
+def test_header_length_field_garbage(tmp_path):
+    path = _save(tmp_path)
+    _, _, data = _raw_header(path)
+    path.write_bytes(b"\xff" * 8 + data[8:])
+    with pytest.raises(ModelFileError, match="not a safetensors file"):
+        load_model(path)
+
+
+def test_any_single_byte_change_in_header_gives_model_file_error_or_loads(tmp_path):
+    """Flipping any header byte never escapes as another exception type."""
+    path = _save(tmp_path)
+    n, _, data = _raw_header(path)
+    bad_path = tmp_path / "flip.safetensors"
+    for i in range(0, 8 + n):
+        for value in (0x00, 0x22, 0x7D, 0xFF):
+            if data[i] == value:
+                continue
+            bad = bytearray(data)
+            bad[i] = value
+            bad_path.write_bytes(bytes(bad))
+            try:
+                load_model(bad_path)
+            except ModelFileError as exc:
+                assert "flip.safetensors" in str(exc)
+
+
+def test_pickle_is_refused_without_being_loaded(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    with open(path, "wb") as f:
+        pickle.dump({"coef": np.ones((2, 2))}, f)
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("load_model must never unpickle")
+
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    with pytest.raises(ModelFileError, match=r"looks like a Python pickle.*never loads pickles"):
+        load_model(path)
+
+
+def test_npz_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    with open(path, "wb") as f:
+        np.savez(f, coef=np.ones(2))
+    with pytest.raises(ModelFileError, match="zip archive"):
+        load_model(path)
+
+
+def test_text_file_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_text("coef,intercept\n1,2\n")
+    with pytest.raises(ModelFileError, match=r"model\.safetensors"):
+        load_model(path)
+
+
+def test_safetensors_without_crossent_metadata(tmp_path):
+    path = tmp_path / "other.safetensors"
+    safetensors.numpy.save_file({"coef": np.ones(2)}, path, metadata={"format": "pt"})
+    with pytest.raises(ModelFileError, match="without 'crossent' metadata"):
+        load_model(path)
+    safetensors.numpy.save_file({"coef": np.ones(2)}, path)
+    with pytest.raises(ModelFileError, match="without 'crossent' metadata"):
+        load_model(path)
+
+
+def test_wrong_format_name(tmp_path):
+    path = tmp_path / "m.safetensors"
+    record = {"coef": {"shape": [2], "dtype": "float64"}}
+    _write_crossent(
+        path, {"coef": np.ones(2)}, {"format": "other", "format_version": 1, "arrays": record}
+    )
+    with pytest.raises(ModelFileError, match="format is 'other'"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_wrong_format_version(tmp_path, version):
+    path = tmp_path / "m.safetensors"
+    meta = {
+        "format": "crossent-model",
+        "format_version": version,
+        "arrays": {"coef": {"shape": [2], "dtype": "float64"}},
+    }
+    _write_crossent(path, {"coef": np.ones(2)}, meta)
+    expected = f"format version {version!r} is not supported by this crossent (supports 1)"
+    with pytest.raises(ModelFileError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_model(path)
+
+
+def test_crossent_metadata_not_json(tmp_path):
+    path = tmp_path / "m.safetensors"
+    safetensors.numpy.save_file({"coef": np.ones(2)}, path, metadata={"crossent": "{oops"})
+    with pytest.raises(ModelFileError, match="corrupted crossent metadata"):
+        load_model(path)
+
+
+def _meta(arrays_record):
+    return {"format": "crossent-model", "format_version": 1, "arrays": arrays_record}
+
+
+@pytest.mark.parametrize(
+    ("record", "match"),
+    [
+        (
+            {"coef": {"shape": [3, 2], "dtype": "float64"}},
+            r"'coef' has shape \(2, 3\), metadata says \[3, 2\]",
+        ),
+        (
+            {"coef": {"shape": [2, 3], "dtype": "float32"}},
+            "'coef' has dtype float64, metadata says 'float32'",
+        ),
+        (
+            {
+                "coef": {"shape": [2, 3], "dtype": "float64"},
+                "b": {"shape": [2], "dtype": "float64"},
+            },
+            r"lists array\(s\) \['b'\] that the file lacks",
+        ),
+        ({}, r"holds array\(s\) \['coef'\] that the metadata does not list"),
+    ],
+)
+def test_array_disagrees_with_metadata(tmp_path, record, match):
+    path = tmp_path / "m.safetensors"
+    _write_crossent(path, {"coef": np.ones((2, 3))}, _meta(record))
+    with pytest.raises(ModelFileError, match=match):
+        load_model(path)
+
+
+def test_header_offsets_disagreeing_with_shape(tmp_path):
+    """A header whose shape does not match its byte range is caught by safetensors."""
+    path = _save(tmp_path)
+    n, header, data = _raw_header(path)
+    header["coef"]["shape"] = [3, 4]  # 96 bytes, but its data range holds 15 * 8
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
+    with pytest.raises(ModelFileError, match="corrupted safetensors file"):
+        load_model(path)
