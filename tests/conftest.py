@@ -57,3 +57,14 @@ def tol() -> Callable[[Any], dict[str, float]]:
 def close() -> Callable[..., None]:
     """:func:`assert_close` as a fixture (usable from hypothesis tests: session scope)."""
     return assert_close
+
+
+@pytest.fixture(scope="module")
+def single_blas_thread():
+    """Hold BLAS to one thread for a module: on a shared machine with few cores, OpenBLAS
+    threads that spin against other processes make small products 10-100× slower.
+    Use with ``pytestmark = pytest.mark.usefixtures("single_blas_thread")``."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

@@ -167,8 +167,8 @@ class LinearSoftmaxObjective:
             )
             np.matmul(scores.T, X_chunk, out=chunk_grad)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
             grad_coef += chunk_grad
-            if self.fit_intercept:
-                grad_intercept += scores.sum(axis=0, dtype=np.float64)
+            if self.fit_intercept:  # within a chunk in the data's dtype, as the product is
+                grad_intercept += scores.sum(axis=0)
         return loss, grad_coef, grad_intercept
 
 

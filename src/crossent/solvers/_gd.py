@@ -22,7 +22,7 @@ def gd(
     tol: float,
     callback: Callback | None = None,
 ) -> SolverResult:
-    """Minimise ``F`` by gradient descent until ``max |∂F/∂x| <= tol``.
+    """Minimise ``F`` by gradient descent until ``max |∂F/∂(W, b)| <= tol``.
 
     Parameters
     ----------
@@ -34,7 +34,7 @@ def gd(
     step = 1.0
     curve: list[float] = []
     for iteration in range(1, max_iter + 1):
-        if np.max(np.abs(grad), initial=0.0) <= tol:
+        if problem.model_grad_max(grad) <= tol:
             return SolverResult(x, iteration - 1, True, curve, "gradient below tol")
         sq_norm = float(grad @ grad)
         for _ in range(60):  # backtracking; each halving is one more pass over the data
@@ -50,7 +50,7 @@ def gd(
         step = float(s @ s) / sy if sy > 0 else 2.0 * step  # Barzilai-Borwein
         x, value, grad = x_new, value_new, grad_new
         curve.append(value * problem.normaliser)
-        if callback is not None and callback(iteration, curve[-1], float(np.max(np.abs(grad))), x):
+        if callback is not None and callback(iteration, curve[-1], problem.model_grad_max(grad), x):
             return SolverResult(x, iteration, False, curve, "stopped by callback")
-    converged = bool(np.max(np.abs(grad), initial=0.0) <= tol)
+    converged = problem.model_grad_max(grad) <= tol
     return SolverResult(x, max_iter, converged, curve, "max_iter reached")

@@ -17,7 +17,7 @@ def lbfgs(
     callback: Callback | None = None,
     memory: int = 20,
 ) -> SolverResult:
-    """Minimise ``F`` with L-BFGS until ``max |∂F/∂x| <= tol`` or ``max_iter`` iterations.
+    """Minimise ``F`` with L-BFGS until ``max |∂F/∂(W, b)| <= tol`` or ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -25,48 +25,68 @@ def lbfgs(
     x0 : ndarray, shape ``(n_params,)``
     max_iter : int
     tol : float
-        Gradient tolerance (SciPy's ``gtol``); the relative decrease test ``ftol`` is at
-        64 machine epsilons, as in scikit-learn, so ``tol`` decides.
+        Gradient tolerance, tested in the model's coordinates (see
+        :meth:`Problem.model_grad_max`); SciPy's relative decrease test ``ftol`` is at 64
+        machine epsilons, as in scikit-learn, so ``tol`` decides.
     callback : callable, optional
-        ``callback(iteration, L_total, max|grad|, x)``; returning True stops the solver.
+        ``callback(iteration, L_total, max|∂F/∂(W, b)|, x)``; returning True stops.
     memory : int, default 20
         Number of correction pairs kept (``maxcor``).
     """
     last: dict[str, np.ndarray] = {}
     curve: list[float] = []
+    state = {"converged": False, "stopped": False}
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if "x" in last and np.array_equal(last["x"], x):
+            return float(last["value"]), last["grad"]
         value, grad = problem.value_grad(x)
-        last.update(x=x.copy(), grad=grad)
+        last.update(x=x.copy(), value=np.float64(value), grad=grad)
         return value, grad
 
+    def grad_max_at(x: np.ndarray) -> float:
+        fun(x)  # cached: L-BFGS-B's last evaluation is normally the accepted point
+        return problem.model_grad_max(last["grad"])
+
     def on_iteration(intermediate_result) -> None:
-        value = float(intermediate_result.fun)
-        curve.append(value * problem.normaliser)
-        same_point = np.array_equal(last["x"], intermediate_result.x)
-        gmax = float(np.max(np.abs(last["grad"]))) if same_point else float("nan")
-        if callback is not None and callback(len(curve), curve[-1], gmax, intermediate_result.x):
+        curve.append(float(intermediate_result.fun) * problem.normaliser)
+        grad_max = grad_max_at(intermediate_result.x)
+        if callback is not None and callback(
+            len(curve), curve[-1], grad_max, intermediate_result.x
+        ):
+            state["stopped"] = True
+            raise StopIteration
+        if grad_max <= tol:
+            state["converged"] = True
             raise StopIteration
 
+    x_start = np.asarray(x0, dtype=np.float64)
+    if grad_max_at(x_start) <= tol:
+        return SolverResult(x_start, 0, True, [], "converged at the start")
     result = minimize(
         fun,
-        np.asarray(x0, dtype=np.float64),
+        x_start,
         jac=True,
         method="L-BFGS-B",
         callback=on_iteration,
         options={
             "maxiter": max_iter,
-            "gtol": tol,
+            "gtol": 0.0,  # the callback applies the gradient test, in model coordinates
             "ftol": 64 * np.finfo(float).eps,
             "maxcor": memory,
             "maxls": 50,
         },
     )
-    converged = bool(result.success) and result.nit < max_iter
+    message = str(result.message)
+    if state["converged"]:
+        message = f"max |gradient| <= tol = {tol:g}"
+    elif not state["stopped"] and bool(result.success):
+        # SciPy's own stop: no further decrease possible within rounding (ftol)
+        state["converged"] = True
     return SolverResult(
         x=result.x,
-        n_iter=int(result.nit),
-        converged=converged,
+        n_iter=len(curve),
+        converged=state["converged"],
         loss_curve=curve,
-        message=str(result.message),
+        message=message,
     )

@@ -47,7 +47,7 @@ class Preconditioner:
         *,
         center: bool,
         l2: float,
-        chunk_rows: int = 8192,
+        chunk_rows: int = 1024,
     ) -> Preconditioner:
         """Feature means and scales from one float64 pass over X.
 
@@ -84,6 +84,15 @@ class Preconditioner:
         V = coef * self.scale
         return np.concatenate([V.ravel(), intercept + coef @ self.center])
 
+    def gradient_to_model(
+        self, grad_x: np.ndarray, n_classes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The inverse chain rule: ``∂/∂W = σ ∂/∂V + ∂/∂b' μᵀ``, ``∂/∂b = ∂/∂b'``."""
+        d = self.scale.shape[0]
+        grad_V = grad_x[: n_classes * d].reshape(n_classes, d)
+        grad_intercept = grad_x[n_classes * d :]
+        return grad_V * self.scale + np.outer(grad_intercept, self.center), grad_intercept
+
     def gradient_to_x(self, grad_coef: np.ndarray, grad_intercept: np.ndarray) -> np.ndarray:
         """Chain rule: ``∂/∂V = (∂/∂W − ∂/∂b μᵀ) / σ``, ``∂/∂b' = ∂/∂b``."""
         grad_V = (grad_coef - np.outer(grad_intercept, self.center)) / self.scale
@@ -105,6 +114,18 @@ class Problem:
         if not self.objective.fit_intercept:
             grad[coef.size :] = 0.0
         return loss / self.normaliser, grad / self.normaliser
+
+    def model_grad_max(self, grad_x: np.ndarray) -> float:
+        """``max |∂F/∂(W, b)|`` in the model's own coordinates, from a gradient in ``x``.
+
+        The full-batch solvers stop when this is at most ``tol``: the same test, on the same
+        ``F``, as scikit-learn's L-BFGS applies, so ``tol`` means the same in both.
+        """
+        grad_coef, grad_intercept = self.precond.gradient_to_model(grad_x, self.objective.n_classes)
+        largest = float(np.max(np.abs(grad_coef), initial=0.0))
+        if self.objective.fit_intercept:
+            largest = max(largest, float(np.max(np.abs(grad_intercept), initial=0.0)))
+        return largest
 
     def subset(self, rows: np.ndarray) -> Problem:
         """The minibatch estimate of ``F`` on ``rows``: ``mean_B L + (λ / 2S)‖W‖²``.

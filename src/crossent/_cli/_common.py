@@ -1,0 +1,136 @@
+"""Shared pieces of the commands: loading data from the options, output folders whose
+files appear all at once or not at all, atomic text files, and warnings on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from crossent.data import DataError, Dataset, load_dataset
+
+_INDEX = re.compile(r"[+-]?\d+")
+_MISPLACED = re.compile(r"(\w+)= does not apply to (.+)")
+
+
+class CommandError(ValueError):
+    """A fault the command detects itself (a checkpoint that does not match, labels the
+    model does not know, ...): exit code 1 with one line on stderr."""
+
+
+def warn(message: str) -> None:
+    """One ``crossent: warning: ...`` line on stderr."""
+    print(f"crossent: warning: {message}", file=sys.stderr)
+
+
+def load_data(args: argparse.Namespace, *, require_labels: bool) -> Dataset:
+    """Load ``--data`` with ``--label-column``, ``--labels`` and ``--skip-bad-images``.
+
+    An integer ``--label-column`` is a 0-based column index (negative counts from the end);
+    anything else is a header name. Images skipped by ``--skip-bad-images`` are reported
+    as warnings on stderr.
+    """
+    label_column: str | int | None = args.label_column
+    if isinstance(label_column, str) and _INDEX.fullmatch(label_column.strip()):
+        label_column = int(label_column)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            data = load_dataset(
+                args.data,
+                label_column=label_column,
+                labels=args.labels,
+                require_labels=require_labels,
+                on_bad_image="skip" if args.skip_bad_images else "error",
+            )
+        except DataError:
+            raise
+        except ValueError as exc:  # "labels= does not apply to a CSV file": name the option
+            misplaced = _MISPLACED.fullmatch(str(exc))
+            if misplaced is None:
+                raise
+            option = "--" + misplaced.group(1).replace("_", "-")
+            raise CommandError(
+                f"{args.data}: {option} does not apply to {misplaced.group(2)}"
+            ) from None
+    for warning in caught:
+        warn(str(warning.message))
+    return data
+
+
+def need_labels(data: Dataset) -> None:
+    """Refuse unlabelled data (training and evaluation need labels)."""
+    if data.y is None:
+        raise DataError(f"{data.name}: no labels")
+
+
+class OutputDir:
+    """An output folder whose files are committed together or not at all.
+
+    Files are first written into a hidden staging folder inside the output folder, then
+    moved into place with :func:`os.replace` once all of them exist. Folders this object
+    created are removed again by :meth:`discard` if they are left empty, so a failed
+    command leaves no trace.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.path = Path(directory)
+        self._created: list[Path] = []
+
+    def ensure(self) -> Path:
+        """Create the folder (and missing parents) if needed; return its path."""
+        missing = []
+        folder = self.path.absolute()
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            self._created.append(folder)
+        if not self.path.is_dir():
+            raise NotADirectoryError(f"{self.path}: exists and is not a directory")
+        return self.path
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """Yield a staging folder; on normal exit move every file in it into the folder."""
+        self.ensure()
+        stage = Path(tempfile.mkdtemp(prefix=".crossent-staging-", dir=self.path))
+        try:
+            yield stage
+            for file in sorted(stage.iterdir()):
+                os.replace(file, self.path / file.name)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Remove the folders this object created, where they are empty."""
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

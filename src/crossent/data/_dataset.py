@@ -1,0 +1,200 @@
+"""The :class:`Dataset` every loader returns, :class:`DataError`, and helpers the loaders share."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+GZIP_MAGIC = b"\x1f\x8b"
+_INT_LABEL = re.compile(r"[+-]?\d+")
+_SUMMARY_MAX_CLASSES = 30
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or malformed.
+
+    The message is one line naming the file and the fault, e.g.
+    ``"train.csv: line 7: column 'x2' has 'abc', which is not a number"``.
+    """
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded data set: features, optional labels and where they came from.
+
+    Attributes
+    ----------
+    X : numpy.ndarray, shape (n_samples, n_features)
+        Finite features: float32 for images (scaled to ``[0, 1]``) and float32 input, float64
+        otherwise.
+    y : numpy.ndarray of shape (n_samples,), or None
+        Labels, int64 or str; ``None`` when the source has no labels.
+    name : str
+        ``"digits"`` or the path the data came from.
+    image_shape : tuple of int, or None
+        ``(h, w)`` or ``(h, w, 3)`` when each row of ``X`` is a flattened image (C order).
+    feature_names : list of str, or None
+        The CSV header names of the feature columns.
+
+    Raises
+    ------
+    DataError
+        On construction, if ``X`` is not a non-empty 2-D float array of finite values, or
+        ``y``, ``image_shape`` or ``feature_names`` disagree with it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ds = Dataset(np.zeros((3, 2)), np.array(["a", "b", "a"]), "toy")
+    >>> print(ds.summary())
+    toy: 3 samples × 2 features (float64)
+    2 classes: a: 2, b: 1
+    """
+
+    X: np.ndarray
+    y: np.ndarray | None
+    name: str
+    image_shape: tuple[int, ...] | None = None
+    feature_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of rows of ``X``."""
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of columns of ``X``."""
+        return int(self.X.shape[1])
+
+    def summary(self) -> str:
+        """Two lines: the shape of ``X``, then the number of classes and each one's count.
+
+        At most 30 classes are listed; more are summarised as ``… (N more)``.
+        """
+        what = f"{self.n_samples} samples × {self.n_features} features"
+        if self.image_shape is not None:
+            what += f" ({'×'.join(map(str, self.image_shape))} images)"
+        first = f"{self.name}: {what} ({self.X.dtype})"
+        if self.y is None:
+            return f"{first}\nunlabelled"
+        classes, counts = np.unique(self.y, return_counts=True)
+        shown = ", ".join(
+            f"{c}: {n}" for c, n in zip(classes[:_SUMMARY_MAX_CLASSES], counts, strict=False)
+        )
+        if len(classes) > _SUMMARY_MAX_CLASSES:
+            shown += f", … ({len(classes) - _SUMMARY_MAX_CLASSES} more)"
+        return f"{first}\n{len(classes)} classes: {shown}"
+
+
+def _validate(ds: Dataset) -> None:
+    X, name = ds.X, ds.name
+    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f":
+        what = f"shape {X.shape}, dtype {X.dtype}" if isinstance(X, np.ndarray) else type(X)
+        raise DataError(f"{name}: X must be a 2-D float array, got {what}")
+    if X.shape[0] == 0:
+        raise DataError(f"{name}: no samples (X has 0 rows)")
+    if X.shape[1] == 0:
+        raise DataError(f"{name}: no features (X has 0 columns)")
+    bad = _first_nonfinite(X)
+    if bad is not None:
+        i, j = bad
+        raise DataError(
+            f"{name}: X[{i}, {j}] (row {i}, column {j}, 0-based) is {X[i, j]}; "
+            "features must be finite"
+        )
+    if ds.y is not None:
+        if not isinstance(ds.y, np.ndarray) or ds.y.ndim != 1:
+            raise DataError(f"{name}: y must be a 1-D array of labels")
+        if len(ds.y) != len(X):
+            raise DataError(f"{name}: X has {len(X)} rows but y has {len(ds.y)} labels")
+    if ds.image_shape is not None and math.prod(ds.image_shape) != X.shape[1]:
+        raise DataError(
+            f"{name}: image_shape {ds.image_shape} does not match {X.shape[1]} features"
+        )
+    if ds.feature_names is not None and len(ds.feature_names) != X.shape[1]:
+        raise DataError(f"{name}: {len(ds.feature_names)} feature names for {X.shape[1]} features")
+
+
+def _first_nonfinite(X: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first NaN or inf in ``X``, checked in row blocks of ~1 MB."""
+    rows = max(1, (1 << 20) // max(1, X.shape[1]))
+    for start in range(0, X.shape[0], rows):
+        finite = np.isfinite(X[start : start + rows])
+        if not finite.all():
+            i, j = np.argwhere(~finite)[0]
+            return start + int(i), int(j)
+    return None
+
+
+@contextmanager
+def reading(name: str) -> Iterator[None]:
+    """Turn the OS errors of reading ``name`` into one-line :class:`DataError`."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such file or directory") from None
+    except IsADirectoryError:
+        raise DataError(f"{name}: is a directory, expected a file") from None
+    except PermissionError:
+        raise DataError(f"{name}: permission denied") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{name}: corrupted or truncated gzip data ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read ({exc.strerror or exc})") from None
+
+
+def labels_from_strings(values: list[str]) -> np.ndarray:
+    """int64 if every label is an integer, else a str array."""
+    if all(_INT_LABEL.fullmatch(v) for v in values):
+        try:
+            return np.array([int(v) for v in values], dtype=np.int64)
+        except OverflowError:
+            pass
+    return np.array(values, dtype=str)
+
+
+def label_array(arr: np.ndarray, name: str, what: str) -> np.ndarray:
+    """Check a labels array from a binary file: 1-D, int, str or integral float."""
+    if arr.ndim != 1:
+        raise DataError(f"{name}: {what} must be 1-D, got shape {arr.shape}")
+    kind = arr.dtype.kind
+    if kind in "iub":
+        return arr.astype(np.int64)
+    if kind == "U":
+        return arr
+    if kind == "S":
+        try:
+            return np.char.decode(arr, "utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{name}: {what} holds bytes that are not UTF-8") from None
+    if kind == "f":
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"{name}: {what}[{i}] is {arr[i]}; labels must be integers or strings")
+        return arr.astype(np.int64)
+    raise DataError(f"{name}: {what} has dtype {arr.dtype}; labels must be integers or strings")
+
+
+def as_float(arr: np.ndarray) -> np.ndarray:
+    """float32 stays float32 (native byte order); anything else numeric becomes float64."""
+    dtype = np.float32 if arr.dtype.kind == "f" and arr.dtype.itemsize == 4 else np.float64
+    return arr.astype(dtype)
+
+
+def scale_ubyte(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels → float32 in [0, 1], each the correctly rounded pixel / 255."""
+    X = pixels.astype(np.float32)
+    X /= np.float32(255)
+    return X

@@ -1,0 +1,170 @@
+"""The dispatcher :func:`load_dataset`: which loader reads a source, and its arguments' checks."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._builtin import load_digits
+from ._csv import load_csv
+from ._dataset import GZIP_MAGIC, DataError, Dataset, reading
+from ._idx import is_idx_magic, load_idx
+from ._images import load_folder
+from ._npz import load_npz
+
+
+def load_dataset(
+    source: str | os.PathLike[str],
+    *,
+    label_column: str | int | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    image_size: tuple[int, int] | None = None,
+    require_labels: bool = True,
+    on_bad_image: str = "error",
+) -> Dataset:
+    """Load a data set from a built-in name, a file or a folder of class folders.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        One of
+
+        - ``"digits"``: scikit-learn's 8×8 digits (1797 samples), ``X`` float32 = pixel / 16.
+          This exact string always means the built-in set; write ``"./digits"`` for a path.
+        - a ``.npz`` file with arrays ``X`` and ``y``, read with ``allow_pickle=False``.
+          ``X`` is ``(n, d)`` features (float32 kept, other numbers as float64) or images
+          ``(n, h, w)`` / ``(n, h, w, c)`` with ``c`` 1 or 3 (channels last), flattened;
+          uint8 images are scaled by 1/255. ``y`` is 1-D int, str or integral float.
+        - a ``.csv`` (or ``.csv.gz``) file, UTF-8, with a header row. Every feature must
+          be a number. Labels stay strings unless all of them are integers (then int64).
+          Read row by row into one preallocated array.
+        - an IDX file as MNIST ships it (``train-images-idx3-ubyte``, optionally gzipped),
+          recognised by its magic number. ubyte pixels are scaled by 1/255 to float32.
+        - a directory with one sub-folder per class (the folder name is the label; labels
+          are int64 if every class name is an integer) holding ``.png``, ``.jpg``,
+          ``.jpeg``, ``.bmp`` or ``.gif`` images (not searched recursively; hidden files
+          and other suffixes are ignored).
+    label_column : str or int, optional
+        CSV only: the label column, by header name or 0-based index (negative counts from
+        the end). Default: a column named ``label`` or ``y`` if the header has one, else
+        the last column when ``require_labels``, else no labels.
+    labels : str or os.PathLike, optional
+        IDX only: the labels file. Default: the images file name with ``images-idx3``
+        replaced by ``labels-idx1`` (or ``images`` by ``labels``), with or without ``.gz``.
+    image_size : (width, height), optional
+        Image folders only: the size every image is resized to (bilinear). Default: the
+        most common size among the images.
+    require_labels : bool, default True
+        If False, a source without labels (npz without ``y``, IDX without a labels file,
+        CSV without a label column) loads with ``y=None`` instead of raising.
+    on_bad_image : {"error", "skip"}, default "error"
+        Image folders only: what to do with an image Pillow cannot read. ``"error"``
+        raises :class:`DataError` naming the file; ``"skip"`` leaves it out and issues a
+        :class:`UserWarning` naming the file.
+
+    Returns
+    -------
+    Dataset
+        ``X`` of shape ``(n_samples, n_features)``, finite; ``y`` of shape
+        ``(n_samples,)`` or None.
+
+    Raises
+    ------
+    DataError
+        If the source is missing, unreadable, empty, of an unknown kind or malformed; the
+        message names the file (and the CSV line) and the fault.
+    ValueError
+        If an argument is invalid or does not apply to this kind of source.
+
+    Notes
+    -----
+    Image folders: if any image is in colour (not ``1``/``L``/``LA``/``I``/``F`` or a
+    palette of greys) every image is converted to RGB and ``image_shape`` is
+    ``(h, w, 3)``, else to grayscale ``L`` with ``image_shape`` ``(h, w)``. Alpha is
+    dropped, an animated GIF gives its first frame, 16-bit grayscale is scaled by
+    1/65535.
+
+    Examples
+    --------
+    >>> ds = load_dataset("digits")
+    >>> print(ds.summary())  # doctest: +ELLIPSIS
+    digits: 1797 samples × 64 features (8×8 images) (float32)
+    10 classes: 0: 178, 1: 182, 2: 177, 3: 183, 4: 181, 5: 182, 6: 181, 7: 179, ...
+    """
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+    if image_size is not None:
+        image_size = _check_image_size(image_size)
+    if label_column is not None and (
+        isinstance(label_column, bool) or not isinstance(label_column, (str, int))
+    ):
+        raise TypeError(f"label_column must be a str or an int, got {label_column!r}")
+    if isinstance(source, str) and source == "digits":
+        _only("digits", label_column=label_column, labels=labels, image_size=image_size)
+        return load_digits()
+    name = os.fspath(source)
+    path = Path(name)
+    kind = _detect(path, name)
+    if kind == "folder":
+        _only("an image folder", label_column=label_column, labels=labels)
+        return load_folder(path, name, image_size, on_bad_image)
+    if kind == "idx":
+        _only("an IDX file", label_column=label_column, image_size=image_size)
+        return load_idx(path, name, labels, require_labels)
+    if kind == "npz":
+        _only("an .npz file", label_column=label_column, labels=labels, image_size=image_size)
+        return load_npz(path, name, require_labels)
+    _only("a CSV file", labels=labels, image_size=image_size)
+    return load_csv(path, name, label_column, require_labels)
+
+
+def _only(kind: str, **given: Any) -> None:
+    """Refuse arguments that do not apply to this kind of source."""
+    for arg, value in given.items():
+        if value is not None:
+            raise ValueError(f"{arg}= does not apply to {kind}")
+
+
+def _check_image_size(size: Any) -> tuple[int, int]:
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)
+    ):
+        raise ValueError(f"image_size must be (width, height), two positive ints, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _detect(path: Path, name: str) -> str:
+    """Which loader reads ``path``: 'folder', 'idx', 'npz' or 'csv'."""
+    with reading(name):
+        if not path.exists():
+            raise FileNotFoundError(name)
+        if path.is_dir():
+            return "folder"
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            raise DataError(f"{name}: file is empty")
+        gzipped = head[:2] == GZIP_MAGIC
+        if gzipped:
+            with gzip.open(path, "rb") as f:
+                head = f.read(4)
+    if is_idx_magic(head):
+        return "idx"
+    lower = name.lower()
+    if gzipped and lower.endswith(".csv.gz"):
+        return "csv"
+    if not gzipped and lower.endswith(".npz"):
+        return "npz"
+    if not gzipped and lower.endswith(".csv"):
+        return "csv"
+    what = "gzip file" if gzipped else f"file type {path.suffix or '(no suffix)'}"
+    raise DataError(
+        f"{name}: unknown {what}; expected .csv, .csv.gz, .npz, an IDX file "
+        "(e.g. train-images-idx3-ubyte[.gz]), a folder of class folders, or 'digits'"
+    )
