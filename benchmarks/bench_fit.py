@@ -63,7 +63,12 @@ def l_total(coef, intercept, X, y_index):
     for start in range(0, X.shape[0], 4096):
         scores = np.asarray(X[start : start + 4096], np.float64) @ coef.T + intercept
         rows = np.arange(scores.shape[0])
-        total += float(np.sum(scipy.special.logsumexp(scores, axis=1) - scores[rows, y_index[start : start + 4096]]))
+        total += float(
+            np.sum(
+                scipy.special.logsumexp(scores, axis=1)
+                - scores[rows, y_index[start : start + 4096]]
+            )
+        )
     return total + 0.5 * L2 * float(np.sum(coef * coef))
 
 

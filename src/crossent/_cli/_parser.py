@@ -10,28 +10,31 @@ from collections.abc import Callable
 import crossent
 from crossent.solvers import SOLVERS
 
-DESCRIPTION = """\
-Train, evaluate and apply L2-regularised linear softmax classifiers, the model of the
-cross-entropy derivation. Exit status: 0 on success, 1 on a data, model or file error
-(one line on stderr; --debug shows the traceback), 2 on a usage error, 130 when
-interrupted (Ctrl-C)."""
+DESCRIPTION = (
+    "Train, evaluate and apply L2-regularised linear softmax classifiers, the model of the "
+    "cross-entropy derivation. Exit status: 0 on success, 1 on a data, model or file error "
+    "(one line on stderr; --debug shows the traceback), 2 on a usage error, 130 when "
+    "interrupted (Ctrl-C)."
+)
 
-DATA_HELP = """\
-the data: 'digits' (scikit-learn's 8×8 handwritten digits), a .npz file with arrays X
-and y, a .csv or .csv.gz file with a header row, an IDX image file as MNIST ships it
-(train-images-idx3-ubyte[.gz]), or a folder with one sub-folder of images per class"""
+DATA_HELP = (
+    "the data: 'digits' (scikit-learn's 8×8 handwritten digits), a .npz file with arrays X "
+    "and y, a .csv or .csv.gz file with a header row, an IDX image file as MNIST ships it "
+    "(train-images-idx3-ubyte[.gz]), or a folder with one sub-folder of images per class"
+)
 
-TRAIN_EPILOG = """\
-Images (digits, IDX, image folders, image .npz) are scaled to [0, 1] and not
-standardized by default, so that the class templates in the report are pictures in pixel
-space; other features are standardized by default (mean 0, standard deviation 1 on the
-training rows; the model file stores the mean and scale and predict applies them).
-
-Outputs, written together once training is done (nothing is written on failure):
-DIR/model.safetensors and DIR/report.html. With --checkpoint-every N,
-DIR/checkpoint.safetensors is saved every N iterations and on Ctrl-C; --resume continues
-from it (same data and --l2, --test-size, --seed, standardization) and it is removed when
-training completes."""
+TRAIN_EPILOG = (
+    "Images (digits, IDX, image folders, image .npz) are scaled to [0, 1] and not "
+    "standardized by default, so that the class templates in the report are pictures in "
+    "pixel space; other features are standardized by default (mean 0, standard deviation 1 "
+    "on the training rows; the model file stores the mean and scale and predict applies "
+    "them).\n\n"
+    "Outputs, written together once training is done (nothing is written on failure): "
+    "DIR/model.safetensors and DIR/report.html. With --checkpoint-every N, "
+    "DIR/checkpoint.safetensors is saved every N iterations and on Ctrl-C; --resume "
+    "continues from it (same data and --l2, --test-size, --seed, standardization) and it "
+    "is removed when training completes."
+)
 
 
 def _number(kind: type, check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
@@ -55,8 +58,8 @@ any_int = _number(int, lambda v: True, "an integer")
 
 
 def _paragraph(text: str) -> str:
-    """Wrapped to 88 columns, as the hand-wrapped descriptions and epilogs are."""
-    return textwrap.fill(text, width=88)
+    """Each paragraph of ``text`` wrapped to 79 columns (help is kept within 80)."""
+    return "\n\n".join(textwrap.fill(part, width=79) for part in text.split("\n\n"))
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -102,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import _gradcheck, _predict, _train
 
     parser = argparse.ArgumentParser(
-        prog="crossent", description=DESCRIPTION, formatter_class=_formatter
+        prog="crossent", description=_paragraph(DESCRIPTION), formatter_class=_formatter
     )
     parser.add_argument("--version", action="version", version=f"crossent {crossent.__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
@@ -114,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Train an L2-regularised softmax classifier on a stratified train/test split and "
             "write the model and an HTML report."
         ),
-        epilog=TRAIN_EPILOG,
+        epilog=_paragraph(TRAIN_EPILOG),
         formatter_class=_formatter,
     )
     _add_data_options(train, default="digits")

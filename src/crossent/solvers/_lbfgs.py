@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize
 
@@ -33,7 +35,7 @@ def lbfgs(
     memory : int, default 20
         Number of correction pairs kept (``maxcor``).
     """
-    last: dict[str, np.ndarray] = {}
+    last: dict[str, Any] = {}
     curve: list[float] = []
     state = {"converged": False, "stopped": False}
 
