@@ -120,6 +120,27 @@ def test_train_with_no_arguments(digits_run):
     assert meta["training"]["converged"] is True
 
 
+def test_readme_shows_what_train_prints_today(digits_run):
+    """The README's output block is this run's stdout: same lines, numbers to 1e-3."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(
+        r"`crossent train` with no arguments prints.*?```text\n(.*?)```", readme, re.S
+    )
+    assert block is not None, "README lost its example output of `crossent train`"
+    number = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+    documented, printed = block.group(1).strip().splitlines(), digits_run[2].strip().splitlines()
+    assert len(documented) == len(printed), "README output has a different number of lines"
+    for doc_line, out_line in zip(documented, printed, strict=True):
+        assert number.sub("#", doc_line) == number.sub("#", out_line), (doc_line, out_line)
+        for doc_value, out_value in zip(
+            number.findall(doc_line), number.findall(out_line), strict=True
+        ):
+            assert float(doc_value) == pytest.approx(float(out_value), rel=1e-3, abs=1e-3), (
+                doc_line,
+                out_line,
+            )
+
+
 def test_train_report_has_every_section(digits_run):
     folder = digits_run[0]
     text = (folder / "crossent-out" / "report.html").read_text(encoding="utf-8")
