@@ -33,24 +33,8 @@ ESTIMATORS = [
 # Nothing is expected to fail by design: every check below is either passed or a bug.
 EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {}
 
-_BINARY_DECISION = (
-    "BUG: decision_function returns shape (n, 2) for two classes; scikit-learn's classifier "
-    "API wants (n,), the score of classes_[1]"
-)
 # (solver or "*", check name) -> reason
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("*", "check_estimators_unfitted"): (
-        "BUG: predict before fit raises AttributeError('classes_') instead of NotFittedError "
-        "(predict reads self.classes_ before decision_function calls check_is_fitted)"
-    ),
-    ("*", "check_fit_score_takes_y"): (
-        "BUG: partial_fit after fit raises AttributeError('n_samples_seen_'): the fitted "
-        "classes_ make partial_fit skip its first-call set-up"
-    ),
-    ("*", "check_classifiers_classes"): _BINARY_DECISION,
-    ("*", "check_classifiers_train"): _BINARY_DECISION,
-    ("adam", "check_decision_proba_consistency"): _BINARY_DECISION,
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def _expected_failed_checks(estimator) -> dict[str, str]:

@@ -16,7 +16,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from crossent.objective import LinearSoftmaxObjective, resolve_n_threads
 from crossent.softmax import log_softmax, softmax
-from crossent.solvers import MINIBATCH, SOLVERS, Preconditioner, Problem
+from crossent.solvers import MINIBATCH, SOLVERS, Preconditioner, Problem, SolverResult
 from crossent.solvers._problem import Callback
 
 __all__ = ["Progress", "SoftmaxClassifier"]
@@ -43,10 +43,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
       ``L_i = log Σ_j e^{f_{j,i}} − f_{k_i,i}`` and scores ``f_{·,i} = W x_i + b``; ``s_i``
       is ``sample_weight`` times the class weight. Its gradient is
       ``Σ_i s_i (ŷ_i − δ_{k_i}) x_iᵀ + λW`` (see ``docs/derivation.md``).
-    - The optimum equals scikit-learn's ``LogisticRegression(C=1/λ)`` (multinomial, L2).
+    - With three or more classes the optimum equals scikit-learn's
+      ``LogisticRegression(C=1/λ)`` (multinomial, L2).
     - ``coef_`` is ``W``, shape ``(n_classes, n_features)``; ``intercept_`` is ``b``, shape
-      ``(n_classes,)``, not penalised. For two classes both rows are kept (the symmetric
-      parametrisation), unlike ``LogisticRegression``'s single row.
+      ``(n_classes,)``, not penalised. For two classes both rows are kept and penalised (the
+      symmetric parametrisation, ``w₀ = −w₁`` at the optimum), so the model equals
+      ``LogisticRegression(C=2/λ)``'s single row ``w₁ − w₀``; ``decision_function`` returns
+      that difference, shape ``(n_samples,)``, as scikit-learn does.
     - Solvers minimise ``L_total / Σ_i s_i`` (the same optimum) in coordinates where the
       features are standardised (see :mod:`crossent.solvers._problem`); ``tol`` applies to
       the largest gradient entry there. ``X`` itself is never copied or rescaled.
@@ -195,10 +198,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if classes.shape[0] < 2:
             raise ValueError(
                 "SoftmaxClassifier needs samples of at least 2 classes in the data, but the "
-                f"data contains only one class: {classes[0]!r}"
+                f"data contains only one class: {classes[0].item()!r}"
             )
         weights = self._sample_weights(X, y, classes, sample_weight)
         self.classes_ = classes
+        for stale in ("_solver_state", "_precond", "_x", "_rng", "n_samples_seen_"):
+            self.__dict__.pop(stale, None)  # a later partial_fit continues from this fit
         n_threads = resolve_n_threads(self.n_jobs)
         rng = np.random.default_rng(_seed(self.random_state))
         held_out = None
@@ -230,7 +235,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
         if not result.converged:
-            self._warn_not_converged(result.message)
+            self._warn_not_converged(result)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxClassifier:
@@ -254,6 +259,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         first = not hasattr(self, "classes_")
+        resuming_fit = not first and not hasattr(self, "_solver_state")  # after fit()
         if first:
             self._validate_params()
             if classes is None:
@@ -275,12 +281,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         y_index = np.searchsorted(known, y)
         weights = self._sample_weights(X, y, known, sample_weight)
         n_threads = resolve_n_threads(self.n_jobs)
-        if first:
+        if first or resuming_fit:
             self.classes_ = known
             self._precond = Preconditioner.from_data(
                 X, weights, center=self.fit_intercept, l2=float(self.l2)
             )
-            self._x = self._start(self._precond, y_index, weights)
+            if resuming_fit:  # continue from the fitted model
+                self._x = self._precond.from_model(self.coef_, self.intercept_)
+            else:
+                self._x = self._start(self._precond, y_index, weights)
             self._solver_state: dict[str, Any] = {}
             self._rng = np.random.default_rng(_seed(self.random_state))
             self.n_samples_seen_ = 0.0
@@ -307,7 +316,29 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def decision_function(self, X) -> np.ndarray:
-        """Scores ``f = X Wᵀ + b``, shape ``(n_samples, n_classes)``."""
+        """Scores ``f = X Wᵀ + b``, shape ``(n_samples, n_classes)``.
+
+        For two classes, scikit-learn's convention: the score of ``classes_[1]`` against
+        ``classes_[0]``, ``f₁ − f₀``, shape ``(n_samples,)``.
+        """
+        scores = self._scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def predict(self, X) -> np.ndarray:
+        """The class of highest score for each row, shape ``(n_samples,)``."""
+        scores = self._scores(X)  # checks that the model is fitted first
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``softmax(X Wᵀ + b)``, shape ``(n_samples, n_classes)``."""
+        return softmax(self._scores(X))
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """``log_softmax(X Wᵀ + b)``, computed from the scores (never ``log(proba)``)."""
+        return log_softmax(self._scores(X))
+
+    def _scores(self, X) -> np.ndarray:
+        """``X Wᵀ + b`` for every class, shape ``(n_samples, n_classes)``, in row blocks."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         scores = np.empty((X.shape[0], self.coef_.shape[0]), dtype=np.float64)  # (n, C)
@@ -315,18 +346,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             block = slice(start, start + _PREDICT_CHUNK)
             scores[block] = X[block] @ self.coef_.T + self.intercept_
         return scores
-
-    def predict(self, X) -> np.ndarray:
-        """The class of highest score for each row, shape ``(n_samples,)``."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
-
-    def predict_proba(self, X) -> np.ndarray:
-        """``softmax(X Wᵀ + b)``, shape ``(n_samples, n_classes)``."""
-        return softmax(self.decision_function(X))
-
-    def predict_log_proba(self, X) -> np.ndarray:
-        """``log_softmax(X Wᵀ + b)``, computed from the scores (never ``log(proba)``)."""
-        return log_softmax(self.decision_function(X))
 
     # ------------------------------------------------------------------ helpers
     def _sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
@@ -407,12 +426,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.coef_ = np.ascontiguousarray(coef)
         self.intercept_ = intercept if self.fit_intercept else np.zeros_like(intercept)
 
-    def _warn_not_converged(self, message: str) -> None:
+    def _warn_not_converged(self, result: SolverResult) -> None:
         unit = "epochs" if self.solver in MINIBATCH else "iterations"
+        if result.stopped:
+            what = f"was stopped by the callback after {result.n_iter} {unit}"
+        else:
+            what = f"did not converge in max_iter={self.max_iter} {unit} ({result.message})"
         warnings.warn(
-            f"SoftmaxClassifier (solver={self.solver!r}) did not converge in "
-            f"max_iter={self.max_iter} {unit} ({message}). Increase max_iter, loosen tol "
-            f"(now {self.tol:g}), or raise l2 (now {self.l2:g}).",
+            f"SoftmaxClassifier (solver={self.solver!r}) {what}; the model is not at the "
+            f"optimum. Increase max_iter, loosen tol (now {self.tol:g}), or raise l2 "
+            f"(now {self.l2:g}).",
             ConvergenceWarning,
             stacklevel=3,
         )

@@ -12,6 +12,7 @@ import numpy as np
 from crossent.solvers._problem import Callback, Problem, SolverResult
 
 _ARMIJO = 1e-4
+_FTOL = 64 * np.finfo(float).eps  # relative decrease counted as none, as L-BFGS-B's ftol
 
 
 def gd(
@@ -23,6 +24,9 @@ def gd(
     callback: Callback | None = None,
 ) -> SolverResult:
     """Minimise ``F`` by gradient descent until ``max |∂F/∂(W, b)| <= tol``.
+
+    Also stops, converged, when an iteration lowers ``F`` by less than 64 machine epsilons
+    relative (the objective cannot decrease further within rounding).
 
     Parameters
     ----------
@@ -48,9 +52,12 @@ def gd(
         s, y = x_new - x, grad_new - grad
         sy = float(s @ y)
         step = float(s @ s) / sy if sy > 0 else 2.0 * step  # Barzilai-Borwein
+        value_before = value
         x, value, grad = x_new, value_new, grad_new
         curve.append(value * problem.normaliser)
         if callback is not None and callback(iteration, curve[-1], problem.model_grad_max(grad), x):
-            return SolverResult(x, iteration, False, curve, "stopped by callback")
+            return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
+        if value_before - value <= _FTOL * max(abs(value_before), abs(value), 1.0):
+            return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
     converged = problem.model_grad_max(grad) <= tol
     return SolverResult(x, max_iter, converged, curve, "max_iter reached")

@@ -28,8 +28,9 @@ def lbfgs(
     max_iter : int
     tol : float
         Gradient tolerance, tested in the model's coordinates (see
-        :meth:`Problem.model_grad_max`); SciPy's relative decrease test ``ftol`` is at 64
-        machine epsilons, as in scikit-learn, so ``tol`` decides.
+        :meth:`Problem.model_grad_max`). SciPy also stops, and this counts as converged,
+        when an iteration lowers ``F`` by less than 64 machine epsilons relative (as in
+        scikit-learn): at a very tight ``tol`` rounding, not ``tol``, may end the run.
     callback : callable, optional
         ``callback(iteration, L_total, max|∂F/∂(W, b)|, x)``; returning True stops.
     memory : int, default 20
@@ -91,4 +92,5 @@ def lbfgs(
         converged=state["converged"],
         loss_curve=curve,
         message=message,
+        stopped=state["stopped"],
     )

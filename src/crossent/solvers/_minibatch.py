@@ -73,7 +73,7 @@ def minibatch(
     n = problem.objective.n_samples
     curve: list[float] = []
     best, best_x, stale = np.inf, x.copy(), 0
-    converged = False
+    converged = stopped = False
     for epoch in range(1, max_iter + 1):
         done = state.get("epochs", 0)
         rate = rate0 / np.sqrt(1.0 + done / decay_epochs)
@@ -99,9 +99,11 @@ def minibatch(
         else:
             stale += 1
         if callback is not None and callback(epoch, curve[-1], float("nan"), average):
+            stopped = True
             break
         if stale >= n_iter_no_change:
             converged = True
             break
     final = best_x if validation is not None else average
-    return SolverResult(final, len(curve), converged, curve, f"{method}: {len(curve)} epoch(s)")
+    message = f"{method}: {len(curve)} epoch(s)"
+    return SolverResult(final, len(curve), converged, curve, message, stopped=stopped)

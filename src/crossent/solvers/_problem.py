@@ -167,3 +167,4 @@ class SolverResult:
     converged: bool
     loss_curve: list[float] = field(default_factory=list)  # L_total after each iteration
     message: str = ""
+    stopped: bool = False  # the callback asked to stop
