@@ -14,7 +14,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from crossent.objective import LinearSoftmaxObjective, resolve_n_threads
+from crossent.objective import LinearSoftmaxObjective, resolve_n_threads, single_threaded_blas
 from crossent.softmax import log_softmax, softmax
 from crossent.solvers import MINIBATCH, SOLVERS, Preconditioner, Problem, SolverResult
 from crossent.solvers._problem import Callback
@@ -80,8 +80,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, Generator or None
         Shuffling of the minibatch solvers and the early-stopping split.
     n_jobs : int, optional
-        Threads over row chunks of the objective (-1: all cores). None: one Python thread,
-        BLAS threads as configured.
+        Threads over row chunks of the objective (-1: all cores). None: all cores when one
+        evaluation does at least 2**25 multiply-adds (``n · d · C``), else one. BLAS runs on
+        one thread during fitting either way: crossent parallelises over chunks itself.
     verbose : int, default 0
         Print the objective per iteration when > 0.
     early_stopping : bool, default False
@@ -204,7 +205,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         for stale in ("_solver_state", "_precond", "_x", "_rng", "n_samples_seen_"):
             self.__dict__.pop(stale, None)  # a later partial_fit continues from this fit
-        n_threads = resolve_n_threads(self.n_jobs)
+        n_threads = resolve_n_threads(self.n_jobs, X.shape[0] * X.shape[1] * len(classes))
         rng = np.random.default_rng(_seed(self.random_state))
         held_out = None
         if self.early_stopping and self.solver in MINIBATCH:
@@ -223,14 +224,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if self.solver in MINIBATCH:
             options = self._minibatch_options(rng, validation)
         solver: Any = SOLVERS[self.solver]
-        result = solver(
-            problem,
-            x0,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            callback=self._progress(precond),
-            **options,
-        )
+        with single_threaded_blas():
+            result = solver(
+                problem,
+                x0,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                callback=self._progress(precond),
+                **options,
+            )
         self._set_model(precond.to_model(result.x, len(classes)))
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
@@ -280,7 +282,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y contains labels {unseen!r} not in classes {known!r}")
         y_index = np.searchsorted(known, y)
         weights = self._sample_weights(X, y, known, sample_weight)
-        n_threads = resolve_n_threads(self.n_jobs)
+        n_threads = resolve_n_threads(self.n_jobs, X.shape[0] * X.shape[1] * len(known))
         if first or resuming_fit:
             self.classes_ = known
             self._precond = Preconditioner.from_data(
@@ -300,14 +302,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         problem = Problem(objective, self._precond, self.n_samples_seen_)
         method = self.solver if self.solver in MINIBATCH else "adam"
         solver: Any = SOLVERS[method]
-        result = solver(
-            problem,
-            self._x,
-            max_iter=1,
-            tol=self.tol,
-            callback=self._progress(self._precond),
-            **self._minibatch_options(self._rng, None, state=self._solver_state),
-        )
+        with single_threaded_blas():
+            result = solver(
+                problem,
+                self._x,
+                max_iter=1,
+                tol=self.tol,
+                callback=self._progress(self._precond),
+                **self._minibatch_options(self._rng, None, state=self._solver_state),
+            )
         self._x = result.x
         self._set_model(self._precond.to_model(result.x, len(self.classes_)))
         self.n_iter_ += result.n_iter

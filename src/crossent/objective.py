@@ -40,14 +40,29 @@ def _blas_controller() -> ThreadpoolController:
     return _controller
 
 
-def resolve_n_threads(n_jobs: int | None) -> int:
-    """Threads for chunk parallelism: None → 1, -1 → all cores, k → k (at least 1)."""
+_PARALLEL_WORK = 2**25  # multiply-adds per evaluation above which threads pay off
+
+
+def resolve_n_threads(n_jobs: int | None, work: float = np.inf) -> int:
+    """Threads for chunk parallelism.
+
+    ``-1`` → all cores, ``-k`` → all but ``k − 1``, ``k`` → ``k``; ``None`` → all cores when
+    one evaluation does at least 2**25 multiply-adds (``work = n · d · C``), else 1: below
+    that, handing work to threads costs more than it saves.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = int(cores or 1)
     if n_jobs is None:
-        return 1
+        return cores if work >= _PARALLEL_WORK else 1
     if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
         raise ValueError(f"n_jobs must be None, -1 or a positive integer, got {n_jobs!r}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, int(cores or 1) + 1 + int(n_jobs)) if n_jobs < 0 else int(n_jobs)
+    return max(1, cores + 1 + int(n_jobs)) if n_jobs < 0 else int(n_jobs)
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread: crossent parallelises over row chunks
+    itself, and OpenBLAS's thread hand-offs cost more than small products."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class LinearSoftmaxObjective:
@@ -129,10 +144,7 @@ class LinearSoftmaxObjective:
             parts = [self._pass(weights, bias, starts)]
         else:
             groups = [starts[t :: self.n_threads] for t in range(self.n_threads)]
-            with (
-                _blas_controller().limit(limits=1, user_api="blas"),
-                ThreadPoolExecutor(self.n_threads) as pool,
-            ):
+            with single_threaded_blas(), ThreadPoolExecutor(self.n_threads) as pool:
                 parts = list(pool.map(lambda g: self._pass(weights, bias, g), groups))
         data_loss = sum(p[0] for p in parts)
         grad_coef = np.sum([p[1] for p in parts], axis=0)
