@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +40,7 @@ import numpy as np
 import safetensors.numpy
 
 import crossent
+from crossent._atomic import write_atomic
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load_model", "save_model"]
 
@@ -125,7 +125,7 @@ def save_model(
     )
     text = json.dumps(header, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     payload = safetensors.numpy.save(tensors, metadata={_METADATA_KEY: text})
-    _write_atomic(path, payload)
+    write_atomic(path, payload)
 
 
 def _check_mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -173,53 +173,6 @@ def _to_json(value: Any, where: str) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
     raise TypeError(f"{where} is a {type(value).__name__}, not JSON-serialisable")
-
-
-def _write_atomic(path: str, payload: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"cannot save model to {path}: directory {directory} does not exist"
-        )
-    # os.open with O_EXCL (rather than mkstemp) so that the file gets the usual umask mode.
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
-        try:
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-            )
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 64 random bits
-        raise FileExistsError(f"cannot create a temporary file in {directory}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- loading

@@ -13,13 +13,14 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from crossent._atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -347,20 +348,5 @@ def write_report(
         + "\n".join(parts)
         + "\n</body>\n</html>\n"
     )
-    _write_atomic(path, document)
+    write_text_atomic(path, document)
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; a report is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

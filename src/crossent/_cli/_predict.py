@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from crossent._atomic import write_text_atomic
 from crossent.metrics import classification_metrics, prediction_entropy
 from crossent.report import write_report
 
-from ._common import OutputDir, load_data, need_labels, write_text_atomic
+from ._common import OutputDir, load_data, need_labels
 from ._model import label_indices, load_classifier
 from ._summary import (
     cross_entropy_lines,
