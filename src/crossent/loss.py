@@ -24,17 +24,20 @@ weights: the derivation's ``ŷ − δ``), ``u = (1 − ε) w_k e_k + (ε / C) w`
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from crossent._array import Array, check_floating, check_probabilities, namespace, stop_gradient
+from crossent._threads import available_cores
 from crossent.softmax import shifted_logits
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad"]
 
 _REDUCTIONS = ("mean", "sum", "none")
+_ENTRIES_PER_THREAD = 2**19  # logits per thread below which one thread is faster
 
 
 @dataclass
@@ -338,8 +341,9 @@ def softmax_cross_entropy_with_grad(
     mass, row_total, row_weight = _target_mass(pb)
     if mass is None and pb.reduction != "none" and isinstance(pb.logits, np.ndarray):
         assert pb.index is not None and row_weight is not None
-        grad = np.array(pb.logits, copy=True, order="C")
-        total = index_loss_grad_inplace(grad, np.asarray(pb.index), np.asarray(row_weight), scale)
+        total, grad = _index_loss_grad_parallel(
+            pb.logits, np.asarray(pb.index), np.asarray(row_weight), scale
+        )
         loss = np.asarray(total * scale, dtype=pb.logits.dtype)[()]
         return loss, grad.reshape((*pb.batch_shape, pb.n_classes))
     per_sample = _per_sample_loss(pb)
@@ -356,6 +360,26 @@ def softmax_cross_entropy_with_grad(
         grad = grad * scale
     grad = xp.reshape(xp.astype(grad, pb.logits.dtype), (*pb.batch_shape, pb.n_classes))
     return _reduce(pb, per_sample), grad
+
+
+def _index_loss_grad_parallel(
+    logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float
+) -> tuple[float, np.ndarray]:
+    """:func:`index_loss_grad_inplace` on a copy of ``logits``, row blocks on all cores."""
+    grad = np.empty(logits.shape, dtype=logits.dtype)  # (n, C), C-contiguous
+    n = logits.shape[0]
+    n_threads = min(available_cores(), max(1, logits.size // _ENTRIES_PER_THREAD))
+    bounds = np.linspace(0, n, n_threads + 1).astype(int)
+
+    def block(k: int) -> float:
+        rows = slice(bounds[k], bounds[k + 1])
+        np.copyto(grad[rows], logits[rows])
+        return index_loss_grad_inplace(grad[rows], index[rows], row_weight[rows], scale)
+
+    if n_threads == 1:
+        return block(0), grad
+    with ThreadPoolExecutor(n_threads) as pool:
+        return float(sum(pool.map(block, range(n_threads)))), grad
 
 
 def index_loss_grad_inplace(

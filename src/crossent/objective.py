@@ -19,50 +19,16 @@ intercept is not penalised. Every solver, the classifier and the benchmarks call
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from crossent._threads import resolve_n_threads, single_threaded_blas
 from crossent.loss import index_loss_grad_inplace
 
-__all__ = ["LinearSoftmaxObjective", "loss_gradient"]
+__all__ = ["LinearSoftmaxObjective", "loss_gradient", "resolve_n_threads", "single_threaded_blas"]
 
 _CHUNK_BYTES = 2 * 1024 * 1024  # X rows + score rows of one chunk: about an L2 cache
-_controller: ThreadpoolController | None = None
-
-
-def _blas_controller() -> ThreadpoolController:
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller
-
-
-_PARALLEL_WORK = 2**25  # multiply-adds per evaluation above which threads pay off
-
-
-def resolve_n_threads(n_jobs: int | None, work: float = np.inf) -> int:
-    """Threads for chunk parallelism.
-
-    ``-1`` → all cores, ``-k`` → all but ``k − 1``, ``k`` → ``k``; ``None`` → all cores when
-    one evaluation does at least 2**25 multiply-adds (``work = n · d · C``), else 1: below
-    that, handing work to threads costs more than it saves.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = int(cores or 1)
-    if n_jobs is None:
-        return cores if work >= _PARALLEL_WORK else 1
-    if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
-        raise ValueError(f"n_jobs must be None, -1 or a positive integer, got {n_jobs!r}")
-    return max(1, cores + 1 + int(n_jobs)) if n_jobs < 0 else int(n_jobs)
-
-
-def single_threaded_blas():
-    """A context in which BLAS runs on one thread: crossent parallelises over row chunks
-    itself, and OpenBLAS's thread hand-offs cost more than small products."""
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class LinearSoftmaxObjective:
