@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.linear_model._linear_loss import LinearModelLoss
 
 import crossent
+from _timing import timings
 from crossent import SoftmaxClassifier
 from crossent.objective import LinearSoftmaxObjective
 
@@ -115,13 +116,7 @@ def fit_one(model, counter_owner, X, y):
 
 
 def best_time(fn, repeat=5):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timings(fn, repeat))
 
 
 def pass_vs_floor(X, y, n_classes, n_jobs):

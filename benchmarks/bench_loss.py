@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import crossent
+from _timing import timings
 from crossent import softmax_cross_entropy, softmax_cross_entropy_with_grad
 
 RESULTS = Path(__file__).parent / "results" / "bench_loss.json"
@@ -25,12 +25,7 @@ SHAPE = (4096, 1000)
 
 
 def best_of(fn, repeat=20):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = timings(fn, repeat)
     return float(np.median(times)), float(min(times))
 
 

@@ -195,11 +195,16 @@ def _raise_undefined_row(row: int) -> None:
     )
 
 
-def _per_sample_loss(pb: _Problem) -> Array:
-    """``L_n = Σ_j u_nj (lse_n − z_nj)`` in float64, differentiable through ``pb.logits``."""
+def _per_sample_loss(
+    pb: _Problem, shifted: Array, log_norm: Array, target: tuple[Array | None, Array, Array | None]
+) -> Array:
+    """``L_n = Σ_j u_nj (lse_n − z_nj)`` in float64, differentiable through ``pb.logits``.
+
+    ``shifted`` and ``log_norm`` come from :func:`shifted_logits` of ``pb.logits``, ``target``
+    from :func:`_target_mass`.
+    """
     xp = pb.xp
-    shifted, _, log_norm = shifted_logits(xp, pb.logits)  # (n, C), (n, 1), (n, 1) float64
-    mass, row_total, row_weight = _target_mass(pb)
+    mass, row_total, row_weight = target
     _check_normalisers(pb, xp.isfinite(log_norm[:, 0]), row_total)
     # Rows or classes of zero target mass may hold inf − inf or 0 · inf: they are masked
     # out, so the invalid operations they trigger are expected.
@@ -288,7 +293,8 @@ def softmax_cross_entropy(
     array([0.169846, 1.098612])
     """
     pb = _parse(logits, target, weight, ignore_index, label_smoothing, reduction, validate)
-    return _reduce(pb, _per_sample_loss(pb))
+    shifted, _, log_norm = shifted_logits(pb.xp, pb.logits)  # (n, C), (n, 1) float64
+    return _reduce(pb, _per_sample_loss(pb, shifted, log_norm, _target_mass(pb)))
 
 
 def softmax_cross_entropy_with_grad(
@@ -338,7 +344,8 @@ def softmax_cross_entropy_with_grad(
     xp = pb.xp
     denom = _denominator(pb)
     scale = 0.0 if denom == 0.0 else 1.0 / denom
-    mass, row_total, row_weight = _target_mass(pb)
+    target_mass = _target_mass(pb)
+    mass, row_total, row_weight = target_mass
     if mass is None and pb.reduction != "none" and isinstance(pb.logits, np.ndarray):
         assert pb.index is not None and row_weight is not None
         total, grad = _index_loss_grad_parallel(
@@ -346,8 +353,8 @@ def softmax_cross_entropy_with_grad(
         )
         loss = np.asarray(total * scale, dtype=pb.logits.dtype)[()]
         return loss, grad.reshape((*pb.batch_shape, pb.n_classes))
-    per_sample = _per_sample_loss(pb)
-    shifted, _, log_norm = shifted_logits(xp, pb.logits)
+    shifted, _, log_norm = shifted_logits(xp, pb.logits)  # (n, C), (n, 1) float64
+    per_sample = _per_sample_loss(pb, shifted, log_norm, target_mass)
     with np.errstate(invalid="ignore"):  # all -inf rows of ignored samples: masked below
         probs = xp.exp(xp.astype(shifted, xp.float64) - log_norm)  # (n, C) ŷ
     probs = xp.where(row_total[:, None] > 0, probs, xp.zeros_like(probs))
