@@ -38,6 +38,7 @@ __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _ENTRIES_PER_THREAD = 2**19  # logits per thread below which one thread is faster
+_CHUNK_ENTRIES = 2**16  # logits per cache-sized chunk of the forward-only kernel
 
 
 @dataclass
@@ -293,8 +294,16 @@ def softmax_cross_entropy(
     array([0.169846, 1.098612])
     """
     pb = _parse(logits, target, weight, ignore_index, label_smoothing, reduction, validate)
+    target_mass = _target_mass(pb)
+    mass, _, row_weight = target_mass
+    if mass is None and isinstance(pb.logits, np.ndarray):  # NumPy, plain class indices
+        assert pb.index is not None and row_weight is not None
+        losses = _index_nll_parallel(
+            np.ascontiguousarray(pb.logits), np.asarray(pb.index), np.asarray(row_weight)
+        )
+        return _reduce(pb, losses)
     shifted, _, log_norm = shifted_logits(pb.xp, pb.logits)  # (n, C), (n, 1) float64
-    return _reduce(pb, _per_sample_loss(pb, shifted, log_norm, _target_mass(pb)))
+    return _reduce(pb, _per_sample_loss(pb, shifted, log_norm, target_mass))
 
 
 def softmax_cross_entropy_with_grad(
@@ -369,42 +378,71 @@ def softmax_cross_entropy_with_grad(
     return _reduce(pb, per_sample), grad
 
 
+def _row_blocks(n: int, n_entries: int) -> list[slice]:
+    """Contiguous row blocks, one per thread worth starting (all cores for big inputs)."""
+    n_threads = min(available_cores(), max(1, n_entries // _ENTRIES_PER_THREAD))
+    bounds = np.linspace(0, n, n_threads + 1).astype(int)
+    return [slice(bounds[k], bounds[k + 1]) for k in range(n_threads)]
+
+
+def _map_blocks(work, blocks: list[slice]) -> list:
+    if len(blocks) == 1:
+        return [work(blocks[0])]
+    with ThreadPoolExecutor(len(blocks)) as pool:
+        return list(pool.map(work, blocks))
+
+
 def _index_loss_grad_parallel(
     logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float
 ) -> tuple[float, np.ndarray]:
     """:func:`index_loss_grad_inplace` on a copy of ``logits``, row blocks on all cores."""
     grad = np.empty(logits.shape, dtype=logits.dtype)  # (n, C), C-contiguous
-    n = logits.shape[0]
-    n_threads = min(available_cores(), max(1, logits.size // _ENTRIES_PER_THREAD))
-    bounds = np.linspace(0, n, n_threads + 1).astype(int)
 
-    def block(k: int) -> float:
-        rows = slice(bounds[k], bounds[k + 1])
+    def work(rows: slice) -> float:
         np.copyto(grad[rows], logits[rows])
-        return index_loss_grad_inplace(grad[rows], index[rows], row_weight[rows], scale)
+        return index_loss_grad_inplace(
+            grad[rows], index[rows], row_weight[rows], scale, first_row=rows.start
+        )
 
-    if n_threads == 1:
-        return block(0), grad
-    with ThreadPoolExecutor(n_threads) as pool:
-        return float(sum(pool.map(block, range(n_threads)))), grad
+    return float(sum(_map_blocks(work, _row_blocks(logits.shape[0], logits.size)))), grad
 
 
-def index_loss_grad_inplace(
-    scores: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float = 1.0
-) -> float:
-    """The hot-path kernel: class-index loss, with ``scores`` overwritten by its gradient.
+def _index_nll_parallel(
+    logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray
+) -> np.ndarray:
+    """Per-sample ``s_i (lse(z_i) − z_{i k_i})`` (float64, ``(n,)``) without a gradient.
 
-    For ``scores`` ``(n, C)`` (C-contiguous float32 or float64), class indices ``index``
-    ``(n,)`` and per-sample weights ``row_weight`` ``(n,)`` (float64, ≥ 0), returns
-    ``Σ_i s_i (lse(z_i) − z_{i k_i})`` as a float64 Python float and leaves
-    ``scale · s_i (ŷ_i − e_{k_i})`` in row ``i`` of ``scores``. Exponentials stay in the
-    scores' dtype; each row's normaliser and the loss are accumulated in float64. Rows of
-    weight 0 may hold anything (they are zeroed).
+    Works through cache-sized row chunks of a scratch buffer per thread; ``logits`` is
+    only read.
     """
-    n = scores.shape[0]
-    if n == 0:
-        return 0.0
-    rows = np.arange(n)
+    n, n_classes = logits.shape
+    losses = np.zeros(n, dtype=np.float64)
+    chunk = max(1, _CHUNK_ENTRIES // max(n_classes, 1))
+
+    def work(rows: slice) -> None:
+        scratch = np.empty((min(chunk, rows.stop - rows.start), n_classes), dtype=logits.dtype)
+        for start in range(rows.start, rows.stop, chunk):
+            part = slice(start, min(start + chunk, rows.stop))
+            scores = scratch[: part.stop - part.start]
+            np.copyto(scores, logits[part])
+            nll, _, positive = _shifted_exp_inplace(
+                scores, index[part], row_weight[part], first_row=start
+            )
+            losses[part] = row_weight[part] * np.where(positive, nll, 0.0)
+
+    _map_blocks(work, _row_blocks(n, logits.size))
+    return losses
+
+
+def _shifted_exp_inplace(
+    scores: np.ndarray, index: np.ndarray, row_weight: np.ndarray, first_row: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Overwrite ``scores`` with ``exp(z − max z)``; return ``(lse − z_k, Σ exp, s > 0)``.
+
+    The first two are float64 ``(n,)``; the loss of a row of positive weight must be
+    defined (else ``ValueError`` naming the row, counted from ``first_row``).
+    """
+    rows = np.arange(scores.shape[0])
     m = scores.max(axis=1)  # (n,) row maxima
     z_k = scores[rows, index]  # (n,) true-class scores, read before they are overwritten
     finite_m = np.isfinite(m)
@@ -415,15 +453,40 @@ def index_loss_grad_inplace(
     norm = scores.sum(axis=1, dtype=np.float64)  # (n,) Σ_j exp(z_j − m)
     positive = row_weight > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        nll = np.log(norm) - (z_k.astype(np.float64) - m)  # lse − z_k
-        defined = np.isfinite(np.log(norm)) | ~positive
+        log_norm = np.log(norm)
+        nll = log_norm - (z_k.astype(np.float64) - m)  # lse − z_k
+    defined = np.isfinite(log_norm) | ~positive
     if not defined.all():
-        _raise_undefined_row(int(np.argmin(defined)))
+        _raise_undefined_row(first_row + int(np.argmin(defined)))
+    return nll, norm, positive
+
+
+def index_loss_grad_inplace(
+    scores: np.ndarray,
+    index: np.ndarray,
+    row_weight: np.ndarray,
+    scale: float = 1.0,
+    *,
+    first_row: int = 0,
+) -> float:
+    """The hot-path kernel: class-index loss, with ``scores`` overwritten by its gradient.
+
+    For ``scores`` ``(n, C)`` (C-contiguous float32 or float64), class indices ``index``
+    ``(n,)`` and per-sample weights ``row_weight`` ``(n,)`` (float64, ≥ 0), returns
+    ``Σ_i s_i (lse(z_i) − z_{i k_i})`` as a float64 Python float and leaves
+    ``scale · s_i (ŷ_i − e_{k_i})`` in row ``i`` of ``scores``. Exponentials stay in the
+    scores' dtype; each row's normaliser and the loss are accumulated in float64. Rows of
+    weight 0 may hold anything (they are zeroed). ``first_row`` numbers the rows in error
+    messages when ``scores`` is a chunk of a larger batch.
+    """
+    if scores.shape[0] == 0:
+        return 0.0
+    nll, norm, positive = _shifted_exp_inplace(scores, index, row_weight, first_row)
     with np.errstate(divide="ignore", invalid="ignore"):
         row_scale = np.where(positive, row_weight * scale / norm, 0.0)
     with np.errstate(invalid="ignore"):  # inf · 0 in rows of weight 0, zeroed below
         scores *= row_scale.astype(scores.dtype)[:, None]
     if not positive.all():
         scores[~positive] = 0.0
-    scores[rows, index] -= (row_weight * scale).astype(scores.dtype)
+    scores[np.arange(scores.shape[0]), index] -= (row_weight * scale).astype(scores.dtype)
     return float(np.dot(row_weight[positive], nll[positive]))

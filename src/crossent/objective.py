@@ -141,7 +141,7 @@ class LinearSoftmaxObjective:
             if bias is not None:
                 scores += bias
             loss += index_loss_grad_inplace(
-                scores, self.y[start:stop], self.sample_weight[start:stop]
+                scores, self.y[start:stop], self.sample_weight[start:stop], first_row=start
             )
             np.matmul(scores.T, X_chunk, out=chunk_grad)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
             grad_coef += chunk_grad
