@@ -31,11 +31,6 @@ def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
     return xp, converted
 
 
-def is_numpy(xp: Any) -> bool:
-    """True when ``xp`` is the NumPy namespace (where in-place fast paths apply)."""
-    return bool(array_api_compat.is_numpy_namespace(xp))
-
-
 def check_floating(xp: Any, x: Array, name: str) -> None:
     """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
     if not xp.isdtype(x.dtype, "real floating"):
@@ -77,8 +72,3 @@ def stop_gradient(x: Array) -> Array:
     """Detach ``x`` from an autograd graph (a no-op for NumPy)."""
     detach = getattr(x, "detach", None)
     return detach() if callable(detach) else x
-
-
-def to_float(x: Array) -> float:
-    """A 0-d array (or scalar) as a Python float."""
-    return float(x)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -146,18 +145,6 @@ class Problem:
             n_threads=obj.n_threads,
         )
         return Problem(batch, self.precond, batch_total)
-
-
-class Solver(Protocol):
-    def __call__(
-        self,
-        problem: Problem,
-        x0: np.ndarray,
-        *,
-        max_iter: int,
-        tol: float,
-        callback: Callback | None = None,
-    ) -> SolverResult: ...
 
 
 @dataclass
