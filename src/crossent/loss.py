@@ -131,11 +131,12 @@ def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, val
 
 
 def _target_mass(pb: _Problem) -> tuple[Array | None, Array, Array | None]:
-    """The target mass of every sample: ``(dense u or None, row total Σ_j u_j, w_k or None)``.
+    """The target mass of every sample: ``(dense u or None, row total Σ_j u_j, row weight)``.
 
     ``u`` is built densely, ``(n, C)`` float64, only for probability targets or label
-    smoothing; with plain class indices it is ``row_weight · e_k``, returned as the third
-    element. ``row total`` has shape ``(n,)``.
+    smoothing; with plain class indices it is ``row_weight · e_k``. ``row total`` has shape
+    ``(n,)``. ``row weight`` is, for class-index targets, each sample's class weight ``w_k``
+    (1 without weights, 0 where ignored), shape ``(n,)``; None for probability targets.
     """
     xp, n, n_classes, eps = pb.xp, pb.logits.shape[0], pb.n_classes, pb.smoothing
     if pb.probs is not None:
@@ -160,27 +161,20 @@ def _target_mass(pb: _Problem) -> tuple[Array | None, Array, Array | None]:
         else xp.ones((n, 1), dtype=xp.float64)
     )
     mass = (1.0 - eps) * row_weight[:, None] * onehot + (eps / n_classes) * weight[None, :] * kept
-    return mass, xp.sum(mass, axis=-1), None
+    return mass, xp.sum(mass, axis=-1), row_weight
 
 
-def _denominator(pb: _Problem) -> float:
+def _denominator(pb: _Problem, row_weight: Array | None) -> float:
     """What ``reduction='mean'`` divides by: torch's convention, 1.0 for sum/none.
 
     Class indices: the summed class weight of the non-ignored samples (their count without
-    weights). Probabilities: the number of samples.
+    weights), from :func:`_target_mass`'s row weights. Probabilities: the number of samples.
     """
-    xp = pb.xp
     if pb.reduction != "mean":
         return 1.0
-    if pb.probs is not None:
+    if row_weight is None:  # probability targets
         return float(pb.logits.shape[0])
-    assert pb.index is not None
-    if pb.weight is not None:
-        row = xp.take(pb.weight, pb.index)
-        if pb.keep is not None:
-            row = xp.where(pb.keep, row, xp.zeros_like(row))
-        return float(xp.sum(row))
-    return float(pb.logits.shape[0] if pb.keep is None else xp.sum(xp.astype(pb.keep, xp.int64)))
+    return float(pb.xp.sum(row_weight))
 
 
 def _check_normalisers(pb: _Problem, lse_finite: Array, row_total: Array) -> None:
@@ -219,12 +213,11 @@ def _per_sample_loss(
         return xp.sum(mass * xp.where(mass > 0, nll, xp.zeros_like(nll)), axis=-1)
 
 
-def _reduce(pb: _Problem, per_sample: Array) -> Array:
+def _reduce(pb: _Problem, per_sample: Array, denom: float) -> Array:
     xp = pb.xp
     if pb.reduction == "none":
         return xp.astype(xp.reshape(per_sample, pb.batch_shape), pb.logits.dtype)
     total = xp.sum(per_sample)
-    denom = _denominator(pb)
     if denom == 0.0:  # a mean over no (or zero-weight) samples: 0.0, not NaN
         return xp.astype(total * 0.0, pb.logits.dtype)
     return xp.astype(total / denom, pb.logits.dtype)
@@ -296,14 +289,15 @@ def softmax_cross_entropy(
     pb = _parse(logits, target, weight, ignore_index, label_smoothing, reduction, validate)
     target_mass = _target_mass(pb)
     mass, _, row_weight = target_mass
+    denom = _denominator(pb, row_weight)
     if mass is None and isinstance(pb.logits, np.ndarray):  # NumPy, plain class indices
         assert pb.index is not None and row_weight is not None
         losses = _index_nll_parallel(
             np.ascontiguousarray(pb.logits), np.asarray(pb.index), np.asarray(row_weight)
         )
-        return _reduce(pb, losses)
+        return _reduce(pb, losses, denom)
     shifted, _, log_norm = shifted_logits(pb.xp, pb.logits)  # (n, C), (n, 1) float64
-    return _reduce(pb, _per_sample_loss(pb, shifted, log_norm, target_mass))
+    return _reduce(pb, _per_sample_loss(pb, shifted, log_norm, target_mass), denom)
 
 
 def softmax_cross_entropy_with_grad(
@@ -351,10 +345,10 @@ def softmax_cross_entropy_with_grad(
         stop_gradient(logits), target, weight, ignore_index, label_smoothing, reduction, validate
     )
     xp = pb.xp
-    denom = _denominator(pb)
-    scale = 0.0 if denom == 0.0 else 1.0 / denom
     target_mass = _target_mass(pb)
     mass, row_total, row_weight = target_mass
+    denom = _denominator(pb, row_weight)
+    scale = 0.0 if denom == 0.0 else 1.0 / denom
     if mass is None and pb.reduction != "none" and isinstance(pb.logits, np.ndarray):
         assert pb.index is not None and row_weight is not None
         total, grad = _index_loss_grad_parallel(
@@ -375,7 +369,7 @@ def softmax_cross_entropy_with_grad(
     if pb.reduction != "none":
         grad = grad * scale
     grad = xp.reshape(xp.astype(grad, pb.logits.dtype), (*pb.batch_shape, pb.n_classes))
-    return _reduce(pb, per_sample), grad
+    return _reduce(pb, per_sample, denom), grad
 
 
 def _row_blocks(n: int, n_entries: int) -> list[slice]:
