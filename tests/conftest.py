@@ -76,3 +76,27 @@ def single_blas_thread():
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+@pytest.fixture
+def make_unreadable(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], None]:
+    """``make_unreadable(path)``: reading ``path`` then fails with permission denied.
+
+    ``chmod 0`` where that works; as root, who reads anything, ``open`` refuses that path.
+    """
+
+    def make(path: Any) -> None:
+        os.chmod(path, 0)
+        if not os.access(path, os.R_OK):
+            return
+        real_open = open
+        target = os.fspath(path)
+
+        def refusing_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if os.fspath(file) == target:
+                raise PermissionError(13, "Permission denied", target)
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", refusing_open)
+
+    return make

@@ -454,17 +454,9 @@ def test_bad_data_fails_cleanly(tmp_path, case):
     assert not out.exists()
 
 
-def test_unreadable_file(tmp_path, monkeypatch):
+def test_unreadable_file(tmp_path, make_unreadable):
     argv = unreadable(tmp_path)
-    if os.access(tmp_path / "secret.csv", os.R_OK):  # root reads anything: make open() refuse
-        real_open = open
-
-        def refusing_open(file, *args, **kwargs):
-            if str(file).endswith("secret.csv"):
-                raise PermissionError(13, "Permission denied", str(file))
-            return real_open(file, *args, **kwargs)
-
-        monkeypatch.setattr("builtins.open", refusing_open)
+    make_unreadable(tmp_path / "secret.csv")
     code, _, err = run([*argv, "--out", str(tmp_path / "out")])
     assert code == 1
     assert re.fullmatch(r"crossent: error: .*secret\.csv: permission denied\n", err), err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 
 import numpy as np
@@ -482,18 +481,9 @@ def test_unknown_file_type(tmp_path):
         load_dataset(tmp_path / "data.gz")
 
 
-def test_unreadable_file(tmp_path, monkeypatch):
+def test_unreadable_file(tmp_path, make_unreadable):
     path = write_csv(tmp_path / "secret.csv", "a,b\n1,2\n")
-    path.chmod(0)
-    if os.access(path, os.R_OK):  # root reads anything: make open() refuse instead
-        real_open = open
-
-        def refusing_open(file, *args, **kwargs):
-            if str(file).endswith("secret.csv"):
-                raise PermissionError(13, "Permission denied", str(file))
-            return real_open(file, *args, **kwargs)
-
-        monkeypatch.setattr("builtins.open", refusing_open)
+    make_unreadable(path)
     try:
         with pytest.raises(DataError, match=r"secret\.csv: permission denied"):
             load_dataset(path)
