@@ -117,9 +117,7 @@ class LinearSoftmaxObjective:
         grad_intercept = np.sum([p[2] for p in parts], axis=0)
         coef64 = np.asarray(coef, dtype=np.float64)
         loss = data_loss + 0.5 * self.l2 * float(np.dot(coef64.ravel(), coef64.ravel()))
-        grad_coef += self.l2 * coef64
-        if not self.fit_intercept:
-            grad_intercept[:] = 0.0
+        grad_coef += self.l2 * coef64  # grad_intercept stays 0 without an intercept
         return loss, grad_coef, grad_intercept
 
     def _pass(

@@ -110,8 +110,6 @@ class Problem:
         coef, intercept = self.precond.to_model(x, self.objective.n_classes)
         loss, grad_coef, grad_intercept = self.objective.loss_gradient(coef, intercept)
         grad = self.precond.gradient_to_x(grad_coef, grad_intercept)
-        if not self.objective.fit_intercept:
-            grad[coef.size :] = 0.0
         return loss / self.normaliser, grad / self.normaliser
 
     def model_grad_max(self, grad_x: np.ndarray) -> float:
