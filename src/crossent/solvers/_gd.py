@@ -35,10 +35,11 @@ def gd(
     """
     x = np.asarray(x0, dtype=np.float64).copy()
     value, grad = problem.value_grad(x)
+    grad_max = problem.model_grad_max(grad)
     step = 1.0
     curve: list[float] = []
     for iteration in range(1, max_iter + 1):
-        if problem.model_grad_max(grad) <= tol:
+        if grad_max <= tol:
             return SolverResult(x, iteration - 1, True, curve, "gradient below tol")
         sq_norm = float(grad @ grad)
         for _ in range(60):  # backtracking; each halving is one more pass over the data
@@ -54,10 +55,10 @@ def gd(
         step = float(s @ s) / sy if sy > 0 else 2.0 * step  # Barzilai-Borwein
         value_before = value
         x, value, grad = x_new, value_new, grad_new
+        grad_max = problem.model_grad_max(grad)
         curve.append(value * problem.normaliser)
-        if callback is not None and callback(iteration, curve[-1], problem.model_grad_max(grad), x):
+        if callback is not None and callback(iteration, curve[-1], grad_max, x):
             return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
         if value_before - value <= _FTOL * max(abs(value_before), abs(value), 1.0):
             return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
-    converged = problem.model_grad_max(grad) <= tol
-    return SolverResult(x, max_iter, converged, curve, "max_iter reached")
+    return SolverResult(x, max_iter, grad_max <= tol, curve, "max_iter reached")
