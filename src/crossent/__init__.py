@@ -4,12 +4,11 @@ The public face of the package; see ``docs/derivation.md`` for where each equati
 derivation lives.
 """
 
+from crossent._version import __version__
 from crossent.classifier import SoftmaxClassifier
 from crossent.info import cross_entropy, entropy, kl_divergence
 from crossent.loss import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from crossent.softmax import log_softmax, logsumexp, softmax
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SoftmaxClassifier",

@@ -6,7 +6,7 @@ metadata and four bookkeeping keys,
 
 - ``"format"``: always ``"crossent-model"``,
 - ``"format_version"``: :data:`FORMAT_VERSION`,
-- ``"crossent_version"``: the ``crossent.__version__`` that wrote the file,
+- ``"crossent_version"``: the ``__version__`` that wrote the file,
 - ``"arrays"``: ``{name: {"shape": [...], "dtype": "float64"}}`` for every array stored.
 
 Loading parses the header with :mod:`json` and the tensors with safetensors; nothing in a
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-import crossent
 from crossent._atomic import write_atomic
+from crossent._version import __version__
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load_model", "save_model"]
 
@@ -117,7 +117,7 @@ def save_model(
     header.update(
         format=_FORMAT_NAME,
         format_version=FORMAT_VERSION,
-        crossent_version=crossent.__version__,
+        crossent_version=__version__,
         arrays={
             name: {"shape": list(arr.shape), "dtype": arr.dtype.name}
             for name, arr in sorted(tensors.items())

@@ -292,7 +292,7 @@ def write_report(
     ...     path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     True
     """
-    from . import __version__
+    from crossent._version import __version__
 
     path = Path(path)
     confusion = np.asarray(confusion)

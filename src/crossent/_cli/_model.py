@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from crossent._stats import feature_moments
 from crossent.classifier import SoftmaxClassifier
 from crossent.data import DataError, Dataset
 from crossent.model_io import ModelFileError, load_model
@@ -35,9 +36,8 @@ class Preprocessing:
         """Feature means and standard deviations of ``X`` (a constant feature gets scale 1)."""
         if not standardize:
             return cls()
-        X64 = X.astype(np.float64, copy=False)
-        mean = X64.mean(axis=0)
-        scale = X64.std(axis=0)
+        mean, spread, _ = feature_moments(X)
+        scale = np.sqrt(spread)
         return cls(mean, np.where(scale > 0, scale, 1.0))
 
     @property

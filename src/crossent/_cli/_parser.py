@@ -7,7 +7,7 @@ import math
 import textwrap
 from collections.abc import Callable
 
-import crossent
+from crossent._version import __version__
 from crossent.solvers import SOLVERS
 
 DESCRIPTION = (
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crossent", description=_paragraph(DESCRIPTION), formatter_class=_formatter
     )
-    parser.add_argument("--version", action="version", version=f"crossent {crossent.__version__}")
+    parser.add_argument("--version", action="version", version=f"crossent {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
 
     train = commands.add_parser(

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-import crossent
+from crossent._version import __version__
 from crossent.classifier import Progress, SoftmaxClassifier
 from crossent.data import DataError, Dataset
 from crossent.metrics import classification_metrics, prediction_entropy
@@ -354,7 +354,7 @@ def _finish(
             dumps(
                 {
                     "command": "train",
-                    "crossent_version": crossent.__version__,
+                    "crossent_version": __version__,
                     "classes": classes,
                     "n_samples": data.n_samples,
                     "n_features": data.n_features,

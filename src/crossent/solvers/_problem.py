@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from crossent._stats import feature_moments
 from crossent.objective import LinearSoftmaxObjective
 
 # callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
@@ -51,24 +52,16 @@ class Preconditioner:
         """Feature means and scales from one float64 pass over X.
 
         ``σ_j = sqrt(v_j + λ / S)`` with ``v_j`` the weighted variance of feature ``j``
-        (its mean square without centring) and ``S = Σ s_i``: the square root of the
+        (its mean square without centring; two stable passes, see
+        :func:`crossent._stats.feature_moments`) and ``S = Σ s_i``: the square root of the
         diagonal of ``F``'s Hessian up to the softmax curvature, so that nearly constant
         features, whose curvature comes from the penalty alone, are not over-stretched.
         """
-        n, d = X.shape
-        s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
-        total = float(s.sum())
-        if total <= 0:
-            return cls.identity(d)
-        sums = np.zeros(d)
-        squares = np.zeros(d)
-        for start in range(0, n, chunk_rows):
-            chunk = np.asarray(X[start : start + chunk_rows], dtype=np.float64)
-            w = s[start : start + chunk_rows]
-            sums += w @ chunk
-            squares += w @ (chunk * chunk)
-        mean = sums / total if center else np.zeros(d)
-        spread = np.maximum(squares / total - mean * mean, 0.0)
+        mean, spread, total = feature_moments(
+            X, sample_weight, center=center, chunk_rows=chunk_rows
+        )
+        if not total > 0:
+            return cls.identity(X.shape[1])
         scale = np.sqrt(spread + l2 / total)
         return cls(mean, np.where(scale > 0, scale, 1.0))
 
