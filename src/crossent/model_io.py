@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 import safetensors.numpy
@@ -51,9 +52,9 @@ _FORMAT_NAME = "crossent-model"
 _METADATA_KEY = "crossent"
 _BOOKKEEPING_KEYS = ("format", "format_version", "crossent_version", "arrays")
 # Numpy dtypes that safetensors.numpy can both write and read back.
+# Real numbers only: a complex array would lose its imaginary part wherever a model is used.
 _SUPPORTED_DTYPES = frozenset(
-    "float64 float32 float16 int64 uint64 int32 uint32 int16 uint16 int8 uint8 bool "
-    "complex64".split()
+    "float64 float32 float16 int64 uint64 int32 uint32 int16 uint16 int8 uint8 bool".split()
 )
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
@@ -78,7 +79,8 @@ def save_model(
         file is replaced only once the new one is completely written and synced to disk.
     arrays : mapping of str to numpy.ndarray
         The model's arrays, e.g. ``{"coef": (n_classes, n_features), "intercept":
-        (n_classes,)}``. Dtypes: float16/32/64, (u)int8/16/32/64, bool, complex64.
+        (n_classes,)}``. Dtypes: float16/32/64, (u)int8/16/32/64, bool; floating arrays
+        must be finite (:func:`load_model` refuses NaN and inf).
     metadata : mapping of str to JSON-like values
         Anything JSON can hold. numpy scalars become Python scalars and numpy arrays
         become (nested) lists, so class labels given as ``np.array([0, 1])`` or
@@ -95,7 +97,8 @@ def save_model(
         If an array is not a numpy array or a metadata value is not JSON-serialisable
         (the message names the key).
     ValueError
-        If an array name is invalid or an array's dtype is not supported.
+        If an array name is invalid, an array's dtype is not supported, or a floating
+        array holds NaN or inf.
     OSError
         If the file cannot be written; no partial or temporary file is left behind.
 
@@ -149,6 +152,10 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                 f"arrays[{name!r}] has dtype {arr.dtype}, which a model file cannot store "
                 f"(supported: {', '.join(sorted(_SUPPORTED_DTYPES))})"
             )
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError(
+                f"arrays[{name!r}] holds NaN or inf, which a model file does not store"
+            )
         # not np.ascontiguousarray, which turns a 0-d array into shape (1,)
         tensors[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
     return tensors
@@ -184,7 +191,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dic
     Parameters
     ----------
     path : str or os.PathLike
-        The model file.
+        The model file: a regular file (not a directory, device, pipe or socket).
 
     Returns
     -------
@@ -198,19 +205,24 @@ def load_model(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dic
     Raises
     ------
     ModelFileError
-        If the file is missing or unreadable, empty, truncated, corrupted, not a
-        safetensors file (a pickle is recognised and refused), a safetensors file without
-        crossent metadata, of another format version, or if its arrays disagree with the
-        metadata's ``arrays`` record. The message names the file and the fault.
+        If the file is missing or unreadable, not a regular file, empty, truncated, longer
+        than its header says, corrupted, not a safetensors file (a pickle or a zip archive
+        is recognised and refused), a safetensors file without crossent metadata, of
+        another format version, if its arrays disagree with the metadata's ``arrays``
+        record, or if an array is complex or holds NaN or inf. The message names the file
+        and the fault.
 
     Notes
     -----
     Nothing is executed while loading: the header is parsed as JSON and the tensor bytes
-    are copied into numpy arrays of the dtype the header names.
+    are copied into numpy arrays of the dtype the header names. Reading is bounded: the
+    8-byte header length is checked against the file's size before the header is read,
+    and the array data is read only once its size, implied by the header, matches the
+    bytes that follow. Signatures of other formats (pickle, zip) are looked for only to
+    explain a file whose safetensors header does not parse.
     """
     name = os.fspath(path)
-    data = _read_bytes(name)
-    header = _parse_header(name, data)
+    data, header = _read_safetensors(name)
     meta = _crossent_metadata(name, header)
     try:
         loaded = safetensors.numpy.load(data)
@@ -218,13 +230,19 @@ def load_model(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dic
         raise ModelFileError(f"{name}: corrupted safetensors file ({exc})") from None
     arrays = {key: np.array(value, copy=True) for key, value in loaded.items()}
     _check_against_record(name, arrays, meta["arrays"])
+    _check_values(name, arrays)
     return arrays, meta
 
 
-def _read_bytes(name: str) -> bytes:
+def _read_safetensors(name: str) -> tuple[bytes, dict[str, Any]]:
+    """The file's bytes and its parsed safetensors header, reading no more than it implies."""
     try:
+        if not stat.S_ISREG(os.stat(name).st_mode):  # before open: a FIFO would block
+            kind = "a directory" if os.path.isdir(name) else "not a regular file"
+            raise ModelFileError(f"{name}: is {kind}, not a model file")
         with open(name, "rb") as f:
-            return f.read()
+            size = os.fstat(f.fileno()).st_size
+            return _read_parts(name, f, size)
     except FileNotFoundError:
         raise ModelFileError(f"{name}: no such model file") from None
     except IsADirectoryError:
@@ -235,51 +253,65 @@ def _read_bytes(name: str) -> bytes:
         raise ModelFileError(f"{name}: cannot read model file ({exc.strerror or exc})") from None
 
 
-def _parse_header(name: str, data: bytes) -> dict[str, Any]:
-    """Parse and sanity-check the safetensors header: 8-byte length, then JSON."""
-    if not data:
+def _read_parts(name: str, f: BinaryIO, size: int) -> tuple[bytes, dict[str, Any]]:
+    head = f.read(8)
+    if not head:
         raise ModelFileError(f"{name}: file is empty, not a crossent model file")
-    if data[:1] == b"\x80":
-        raise ModelFileError(
-            f"{name}: not a crossent model file (it looks like a Python pickle; "
-            "crossent never loads pickles)"
+    if len(head) < 8:
+        _refuse_unparsed(
+            name, head, f"truncated: {len(head)} bytes, less than the 8-byte header length"
         )
-    if data[:4] == b"PK\x03\x04":
-        raise ModelFileError(
-            f"{name}: not a crossent model file (it is a zip archive, e.g. a .npz or "
-            "torch.save file)"
-        )
-    if len(data) < 8:
-        raise ModelFileError(
-            f"{name}: truncated: {len(data)} bytes, less than the 8-byte header length"
-        )
-    (header_len,) = struct.unpack("<Q", data[:8])
+    (header_len,) = struct.unpack("<Q", head)
     if header_len > _MAX_HEADER_BYTES:
-        raise ModelFileError(
-            f"{name}: not a safetensors file (header length field says {header_len} bytes)"
+        _refuse_unparsed(
+            name, head, f"not a safetensors file (header length field says {header_len} bytes)"
         )
-    if 8 + header_len > len(data):
-        raise ModelFileError(
-            f"{name}: truncated or not a safetensors file: header says {header_len} bytes of "
-            f"JSON, file has {len(data) - 8} after the length field"
+    if 8 + header_len > size:
+        _refuse_unparsed(
+            name,
+            head,
+            f"truncated or not a safetensors file: header says {header_len} bytes of JSON, "
+            f"file has {max(size - 8, 0)} after the length field",
         )
+    text = f.read(header_len)
+    if len(text) < header_len:
+        raise ModelFileError(f"{name}: truncated while reading: the file shrank")
     try:
-        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+        header = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ModelFileError(f"{name}: corrupted header, not valid JSON ({exc})") from None
+        _refuse_unparsed(name, head, f"corrupted header, not valid JSON ({exc})")
     if not isinstance(header, dict):
-        raise ModelFileError(f"{name}: corrupted header, not a JSON object")
-    data_len = len(data) - 8 - header_len
+        _refuse_unparsed(name, head, "corrupted header, not a JSON object")
     expected = _data_length(name, header)
+    data_len = size - 8 - header_len
     if expected != data_len:
         fault = "truncated" if data_len < expected else "corrupted (trailing bytes)"
         raise ModelFileError(
             f"{name}: {fault}: header says {expected} bytes of array data, file has {data_len}"
         )
-    return header
+    body = f.read(expected)
+    if len(body) != expected or f.read(1):
+        raise ModelFileError(f"{name}: changed while being read")
+    return head + text + body, header
+
+
+def _refuse_unparsed(name: str, head: bytes, fault: str) -> NoReturn:
+    """Refuse a file whose safetensors header does not parse, saying what it is if known."""
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise ModelFileError(
+            f"{name}: not a crossent model file (it looks like a Python pickle; "
+            "crossent never loads pickles)"
+        )
+    if head[:4] == b"PK\x03\x04":
+        raise ModelFileError(
+            f"{name}: not a crossent model file (it is a zip archive, e.g. a .npz or "
+            "torch.save file)"
+        )
+    raise ModelFileError(f"{name}: {fault}")
 
 
 def _data_length(name: str, header: dict[str, Any]) -> int:
+    """The number of array-data bytes the header's ``data_offsets`` imply."""
     end = 0
     for key, entry in header.items():
         if key == "__metadata__":
@@ -289,6 +321,7 @@ def _data_length(name: str, header: dict[str, Any]) -> int:
             not isinstance(offsets, list)
             or len(offsets) != 2
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
         ):
             raise ModelFileError(f"{name}: corrupted header, bad entry for array {key!r}")
         end = max(end, offsets[1])
@@ -317,13 +350,18 @@ def _crossent_metadata(name: str, header: dict[str, Any]) -> dict[str, Any]:
             f"expected {_FORMAT_NAME!r})"
         )
     version = meta.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != FORMAT_VERSION:  # not True, not 1.0
         raise ModelFileError(
             f"{name}: format version {version!r} is not supported by this crossent "
             f"(supports {FORMAT_VERSION})"
         )
     if not isinstance(meta.get("arrays"), dict):
         raise ModelFileError(f"{name}: corrupted crossent metadata, no 'arrays' record")
+    if not isinstance(meta.get("crossent_version", ""), str):
+        raise ModelFileError(
+            f"{name}: corrupted crossent metadata, 'crossent_version' must be a string, "
+            f"got {meta.get('crossent_version')!r}"
+        )
     return meta
 
 
@@ -347,3 +385,15 @@ def _check_against_record(name: str, arrays: dict[str, np.ndarray], record: dict
             raise ModelFileError(
                 f"{name}: array {key!r} has dtype {arr.dtype.name}, metadata says {dtype!r}"
             )
+
+
+def _check_values(name: str, arrays: dict[str, np.ndarray]) -> None:
+    """Only real numbers, and floating arrays finite: what :func:`save_model` writes."""
+    for key, arr in sorted(arrays.items()):
+        if arr.dtype.name not in _SUPPORTED_DTYPES:
+            raise ModelFileError(
+                f"{name}: array {key!r} has dtype {arr.dtype.name}; a model file holds real "
+                "numbers only"
+            )
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ModelFileError(f"{name}: corrupted: array {key!r} holds NaN or inf")

@@ -4,11 +4,17 @@ A model file (``model.safetensors``, written with :func:`crossent.model_io.save_
 holds the arrays ``coef`` ``(C, d)`` and ``intercept`` ``(C,)``, plus ``mean`` and
 ``scale`` ``(d,)`` when the features were standardised, and the metadata keys ``kind``,
 ``classes`` (a list of ints or of strings), ``n_features``, ``image_shape``,
-``feature_names``, ``preprocessing``, ``l2``, ``solver`` and ``training``.
+``feature_names``, ``preprocessing``, ``l2``, ``solver``, ``fit_intercept`` and ``training``.
+
+:func:`load_classifier` checks every one of them, JSON type and value, and the arrays'
+dtypes and shapes against each other; a fault is one :class:`ModelFileError` line naming
+the file and the field. ``kind``, ``classes``, ``n_features`` and ``preprocessing`` are
+required; the others may be absent (``image_shape`` and ``feature_names`` may be null).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +51,20 @@ class Preprocessing:
         return self.mean is not None
 
     def apply(self, X: np.ndarray) -> np.ndarray:
-        """The classifier's input: ``X`` itself, or standardised in float64."""
+        """The classifier's input: ``X`` itself, or ``(X − mean) / scale`` in X's dtype.
+
+        float32 stays float32 (DESIGN.md); other dtypes are computed in float64, as is
+        float32 data whose ``mean`` or ``scale`` float32 cannot hold (beyond its range).
+        """
         if self.mean is None or self.scale is None:
             return X
-        return (X.astype(np.float64) - self.mean) / self.scale
+        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        with np.errstate(over="ignore", under="ignore"):
+            mean, scale = self.mean.astype(dtype), self.scale.astype(dtype)
+        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            dtype = np.dtype(np.float64)
+            mean, scale = self.mean.astype(dtype), self.scale.astype(dtype)
+        return (X.astype(dtype, copy=False) - mean) / scale
 
     def arrays(self) -> dict[str, np.ndarray]:
         if self.mean is None or self.scale is None:
@@ -121,15 +137,146 @@ class LoadedModel:
                     )
 
 
-def _classes(path: str, meta: dict[str, Any], n_classes: int) -> np.ndarray:
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or len(classes) != n_classes or n_classes < 2:
-        raise ModelFileError(f"{path}: metadata 'classes' does not list the {n_classes} classes")
-    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
-        return np.array(classes, dtype=np.int64)
-    if all(isinstance(c, str) for c in classes):
-        return np.array(classes, dtype=str)
-    raise ModelFileError(f"{path}: metadata 'classes' must be all integers or all strings")
+def _show(value: Any) -> str:
+    """A short repr of a metadata value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_error(path: str, field: str, expected: str, value: Any) -> ModelFileError:
+    return ModelFileError(f"{path}: metadata {field!r} must be {expected}, got {_show(value)}")
+
+
+def check_classes(path: str, value: Any, n_classes: int) -> np.ndarray:
+    """The metadata ``classes`` as the sorted array ``classes_``: ``n_classes`` ≥ 2 distinct
+    integers (int64) or strings, in increasing order."""
+    expected = f"a list of the {n_classes} classes, integers or strings, sorted and distinct"
+    if not isinstance(value, list) or len(value) != n_classes or n_classes < 2:
+        raise _field_error(path, "classes", expected, value)
+    if all(_is_int(c) for c in value):
+        if not all(-(2**63) <= c < 2**63 for c in value):
+            raise _field_error(path, "classes", "integers within int64", value)
+        classes = np.array(value, dtype=np.int64)
+    elif all(isinstance(c, str) for c in value):
+        classes = np.array(value, dtype=str)
+    else:
+        raise _field_error(path, "classes", "all integers or all strings", value)
+    if not np.all(classes[1:] > classes[:-1]):
+        raise _field_error(path, "classes", "sorted and distinct", value)
+    return classes
+
+
+def check_weights(
+    path: str, arrays: dict[str, np.ndarray], n_features: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays ``coef`` ``(C, d)`` (C ≥ 2, d ≥ 1) and ``intercept`` ``(C,)``, both
+    float16/32/64 (finiteness is :func:`crossent.model_io.load_model`'s check); ``d`` must
+    be ``n_features`` when given."""
+    coef, intercept = arrays.get("coef"), arrays.get("intercept")
+    for key, arr in (("coef", coef), ("intercept", intercept)):
+        if arr is None:
+            raise ModelFileError(f"{path}: lacks the array {key!r}")
+        if arr.dtype.kind != "f":
+            raise ModelFileError(
+                f"{path}: array {key!r} has dtype {arr.dtype.name}, expected float16, "
+                "float32 or float64"
+            )
+    assert coef is not None and intercept is not None
+    if coef.ndim != 2 or coef.shape[0] < 2 or coef.shape[1] < 1:
+        raise ModelFileError(
+            f"{path}: array 'coef' has shape {coef.shape}, expected (n_classes ≥ 2, n_features ≥ 1)"
+        )
+    if intercept.shape != coef.shape[:1]:
+        raise ModelFileError(
+            f"{path}: array 'intercept' has shape {intercept.shape}, 'coef' {coef.shape} "
+            f"needs ({coef.shape[0]},)"
+        )
+    if n_features is not None and coef.shape[1] != n_features:
+        raise ModelFileError(
+            f"{path}: metadata says {n_features} features, array 'coef' has {coef.shape[1]}"
+        )
+    return coef, intercept
+
+
+def _check_n_features(path: str, meta: dict[str, Any]) -> int:
+    value: Any = meta.get("n_features")
+    if not _is_int(value) or value < 1:
+        raise _field_error(path, "n_features", "a positive integer", value)
+    return int(value)
+
+
+def _check_image_shape(path: str, meta: dict[str, Any], n_features: int) -> None:
+    value = meta.get("image_shape")
+    if value is None:
+        return
+    expected = "null, [height, width] or [height, width, 3] (positive integers)"
+    if (
+        not isinstance(value, list)
+        or len(value) not in (2, 3)
+        or not all(_is_int(s) and s > 0 for s in value)
+        or (len(value) == 3 and value[2] != 3)
+    ):
+        raise _field_error(path, "image_shape", expected, value)
+    if math.prod(value) != n_features:
+        raise _field_error(path, "image_shape", f"{n_features} pixel values in all", value)
+
+
+def _check_feature_names(path: str, meta: dict[str, Any], n_features: int) -> None:
+    value = meta.get("feature_names")
+    if value is None:
+        return
+    if (
+        not isinstance(value, list)
+        or len(value) != n_features
+        or not all(isinstance(v, str) for v in value)
+    ):
+        raise _field_error(path, "feature_names", f"null or a list of {n_features} strings", value)
+
+
+def _check_training_record(path: str, meta: dict[str, Any]) -> None:
+    """The informational fields: checked when present."""
+    if "l2" in meta:
+        l2 = meta["l2"]
+        if not (isinstance(l2, (int, float)) and not isinstance(l2, bool)) or not (
+            math.isfinite(l2) and l2 >= 0
+        ):
+            raise _field_error(path, "l2", "a finite number ≥ 0", l2)
+    if "solver" in meta and not (isinstance(meta["solver"], str) and meta["solver"]):
+        raise _field_error(path, "solver", "a solver's name", meta["solver"])
+    if "fit_intercept" in meta and not isinstance(meta["fit_intercept"], bool):
+        raise _field_error(path, "fit_intercept", "true or false", meta["fit_intercept"])
+    if "training" in meta and not isinstance(meta["training"], dict):
+        raise _field_error(path, "training", "a JSON object", meta["training"])
+
+
+def _check_preprocessing(
+    path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_features: int
+) -> Preprocessing:
+    value = meta.get("preprocessing")
+    if not isinstance(value, dict) or not isinstance(value.get("standardize"), bool):
+        raise _field_error(path, "preprocessing", '{"standardize": true or false}', value)
+    mean, scale = arrays.get("mean"), arrays.get("scale")
+    if not value["standardize"]:
+        if mean is not None or scale is not None:
+            raise ModelFileError(
+                f"{path}: holds 'mean' and 'scale', but metadata 'preprocessing' says the "
+                "features are not standardized"
+            )
+        return Preprocessing()
+    for key, arr in (("mean", mean), ("scale", scale)):
+        if arr is None or arr.dtype.kind != "f" or arr.shape != (n_features,):
+            got = "none" if arr is None else f"{arr.dtype.name} {arr.shape}"
+            raise ModelFileError(
+                f"{path}: standardized, so needs a float array {key!r} ({n_features},), has {got}"
+            )
+    assert mean is not None and scale is not None
+    if not np.all(scale > 0):
+        raise ModelFileError(f"{path}: corrupted: array 'scale' must be positive")
+    return Preprocessing(mean.astype(np.float64), scale.astype(np.float64))
 
 
 def load_classifier(path: str | os.PathLike[str]) -> LoadedModel:
@@ -139,7 +286,8 @@ def load_classifier(path: str | os.PathLike[str]) -> LoadedModel:
     ------
     ModelFileError
         If the file is not a crossent model (see :func:`crossent.model_io.load_model`), is a
-        training checkpoint, or its arrays and metadata disagree.
+        training checkpoint, a metadata field has the wrong JSON type or value, or its
+        arrays and metadata disagree. The message names the file and the field or array.
     """
     name = os.fspath(path)
     arrays, meta = load_model(name)
@@ -150,33 +298,15 @@ def load_classifier(path: str | os.PathLike[str]) -> LoadedModel:
             "crossent train ... --resume"
         )
     if kind != MODEL_KIND:
-        raise ModelFileError(f"{name}: not a crossent classifier (kind {kind!r})")
-    coef, intercept = arrays.get("coef"), arrays.get("intercept")
-    if coef is None or intercept is None or coef.ndim != 2 or intercept.shape != coef.shape[:1]:
-        raise ModelFileError(f"{name}: needs arrays 'coef' (C, d) and 'intercept' (C,)")
-    n_classes, n_features = coef.shape
-    if meta.get("n_features") != n_features:
-        raise ModelFileError(
-            f"{name}: metadata says {meta.get('n_features')!r} features, 'coef' has {n_features}"
-        )
-    if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
-        raise ModelFileError(f"{name}: corrupted: the weights hold NaN or inf")
-    preprocessing = Preprocessing()
-    if (meta.get("preprocessing") or {}).get("standardize"):
-        mean, scale = arrays.get("mean"), arrays.get("scale")
-        if (
-            mean is None
-            or scale is None
-            or mean.shape != (n_features,)
-            or scale.shape != mean.shape
-        ):
-            raise ModelFileError(
-                f"{name}: standardised, but lacks 'mean' and 'scale' ({n_features},)"
-            )
-        if not (np.all(np.isfinite(mean)) and np.all(scale > 0) and np.all(np.isfinite(scale))):
-            raise ModelFileError(f"{name}: corrupted: bad standardisation 'mean' or 'scale'")
-        preprocessing = Preprocessing(mean.astype(np.float64), scale.astype(np.float64))
-    clf = rebuild_classifier(_classes(name, meta, n_classes), coef, intercept)
+        raise ModelFileError(f"{name}: not a crossent classifier (kind {_show(kind)})")
+    n_features = _check_n_features(name, meta)
+    coef, intercept = check_weights(name, arrays, n_features)
+    classes = check_classes(name, meta.get("classes"), coef.shape[0])
+    _check_image_shape(name, meta, n_features)
+    _check_feature_names(name, meta, n_features)
+    _check_training_record(name, meta)
+    preprocessing = _check_preprocessing(name, meta, arrays, n_features)
+    clf = rebuild_classifier(classes, coef, intercept)
     return LoadedModel(name, clf, preprocessing, meta)
 
 
