@@ -392,3 +392,95 @@ def test_header_offsets_disagreeing_with_shape(tmp_path):
     path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
     with pytest.raises(ModelFileError, match="corrupted safetensors file"):
         load_model(path)
+
+
+# --------------------------------------------------------------------------- header lengths
+
+
+def _header_length(path) -> int:
+    with open(path, "rb") as f:
+        return struct.unpack("<Q", f.read(8))[0]
+
+
+def test_models_load_and_predict_at_every_header_length(tmp_path):
+    """Grow the metadata byte by byte over 300+ consecutive header lengths (safetensors pads
+    the header to a multiple of 8), low bytes 0x80 among them, and load and predict with
+    every model through the command's loader (issue #7: ~1 valid file in 32 was refused as
+    a "pickle")."""
+    from scipy.special import softmax
+
+    from crossent._cli._model import MODEL_KIND, load_classifier
+
+    rng = np.random.default_rng(7)
+    coef, intercept = rng.standard_normal((3, 4)), rng.standard_normal(3)  # (C, d), (C,)
+    mean, scale = rng.standard_normal(4), rng.uniform(0.5, 2.0, 4)  # (d,)
+    X = rng.standard_normal((11, 4))
+    X32 = X.astype(np.float32)
+    want_proba = softmax(((X - mean) / scale) @ coef.T + intercept, axis=1)  # (n, C)
+    classes = np.array(["ant", "bee", "cat"])
+    arrays = {"coef": coef, "intercept": intercept, "mean": mean, "scale": scale}
+    path = tmp_path / "model.safetensors"
+    lengths = set()
+    for grow in range(8 * 304):
+        meta = {
+            "kind": MODEL_KIND,
+            "classes": classes,
+            "n_features": 4,
+            "image_shape": None,
+            "feature_names": ["a", "b", "c", "d" + "x" * grow],
+            "preprocessing": {"standardize": True},
+            "l2": 0.5,
+            "solver": "lbfgs",
+            "fit_intercept": True,
+            "training": {"n_iter": 3},
+        }
+        save_model(path, arrays, meta)
+        lengths.add(_header_length(path))
+        model = load_classifier(path)
+        np.testing.assert_allclose(model.proba(X), want_proba, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(
+            model.classifier.predict(model.preprocessing.apply(X32)),
+            classes[want_proba.argmax(axis=1)],
+        )
+    ordered = sorted(lengths)
+    assert len(ordered) >= 300 and ordered == list(range(ordered[0], ordered[-1] + 1, 8))
+    assert sum(n % 256 == 0x80 for n in ordered) >= 9
+
+
+# --------------------------------------------------------------------------- standardisation
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardisation_keeps_the_data_dtype(dtype):
+    """``Preprocessing.apply`` computes ``(X − mean) / scale`` in X's own dtype (float32 is
+    not copied to float64), to that dtype's precision against a float64 reference."""
+    from crossent._cli._model import Preprocessing
+
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((47, 31)) * 5 + 3).astype(dtype)
+    pre = Preprocessing.fit(X, standardize=True)
+    got = pre.apply(X)
+    assert got.dtype == dtype
+    want = (X.astype(np.float64) - pre.mean) / pre.scale
+    rtol, atol = (1e-6, 1e-6) if dtype == np.float32 else (1e-14, 1e-14)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(got.mean(axis=0, dtype=np.float64), 0.0, atol=10 * atol)
+
+
+def test_standardisation_of_float32_beyond_its_range_falls_back_to_float64():
+    from crossent._cli._model import Preprocessing
+
+    X = np.ones((3, 2), dtype=np.float32)
+    pre = Preprocessing(np.array([0.0, 1e300]), np.array([1e-50, 1e300]))  # float32: 0, inf
+    got = pre.apply(X)
+    assert got.dtype == np.float64 and np.isfinite(got).all()
+    np.testing.assert_allclose(got, (X - pre.mean) / pre.scale)
+
+
+def test_integer_data_is_standardised_in_float64():
+    from crossent._cli._model import Preprocessing
+
+    X = np.arange(6, dtype=np.uint8).reshape(3, 2)
+    pre = Preprocessing(np.array([1.0, 2.0]), np.array([2.0, 4.0]))
+    np.testing.assert_array_equal(pre.apply(X), (X - pre.mean) / pre.scale)
+    assert pre.apply(X).dtype == np.float64

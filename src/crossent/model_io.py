@@ -238,7 +238,11 @@ def _read_safetensors(name: str) -> tuple[bytes, dict[str, Any]]:
     """The file's bytes and its parsed safetensors header, reading no more than it implies."""
     try:
         if not stat.S_ISREG(os.stat(name).st_mode):  # before open: a FIFO would block
-            kind = "a directory" if os.path.isdir(name) else "not a regular file"
+            kind = (
+                "a directory"
+                if os.path.isdir(name)
+                else "not a regular file (a device, pipe or socket)"
+            )
             raise ModelFileError(f"{name}: is {kind}, not a model file")
         with open(name, "rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -197,7 +197,8 @@ def check_weights(
         )
     if n_features is not None and coef.shape[1] != n_features:
         raise ModelFileError(
-            f"{path}: metadata says {n_features} features, array 'coef' has {coef.shape[1]}"
+            f"{path}: metadata 'n_features' is {n_features}, array 'coef' has "
+            f"{coef.shape[1]} features"
         )
     return coef, intercept
 
@@ -298,7 +299,10 @@ def load_classifier(path: str | os.PathLike[str]) -> LoadedModel:
             "crossent train ... --resume"
         )
     if kind != MODEL_KIND:
-        raise ModelFileError(f"{name}: not a crossent classifier (kind {_show(kind)})")
+        raise ModelFileError(
+            f"{name}: not a crossent classifier (metadata 'kind' is {_show(kind)}, "
+            f"expected {MODEL_KIND!r})"
+        )
     n_features = _check_n_features(name, meta)
     coef, intercept = check_weights(name, arrays, n_features)
     classes = check_classes(name, meta.get("classes"), coef.shape[0])
