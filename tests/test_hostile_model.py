@@ -187,16 +187,27 @@ def test_bad_array(tmp_path, case):
     assert repr(name) in line or name in line
 
 
-def test_complex_array_is_not_saved(tmp_path):
-    with pytest.raises(ValueError, match=r"arrays\['coef'\] has dtype complex64"):
-        save_model(tmp_path / "m.safetensors", {"coef": np.ones(2, np.complex64)}, {})
-    assert os.listdir(tmp_path) == []
+@pytest.mark.parametrize("field", ["classes", "feature_names"])
+def test_lone_surrogate_in_names(tmp_path, field):
+    """JSON can hold a lone surrogate, which no output can print: refused at loading."""
+    meta = {**_metadata(), "image_shape": None}
+    meta[field] = [*(str(k) for k in range(N_CLASSES - 1)), "9\ud800"]
+    if field == "feature_names":
+        meta[field] = [f"f{k}" for k in range(N_FEATURES - 1)] + ["\udfff"]
+    path = write_raw(tmp_path / "model.safetensors", _arrays(), meta)
+    line = expect_refusal(
+        ["predict", "--model", str(path), "--data", "digits"], names=[str(path)], folder=tmp_path
+    )
+    assert repr(field) in line
 
 
-def test_nan_array_is_not_saved(tmp_path):
-    with pytest.raises(ValueError, match=r"arrays\['b'\] holds NaN or inf"):
-        save_model(tmp_path / "m.safetensors", {"b": np.array([1.0, np.nan])}, {})
-    assert os.listdir(tmp_path) == []
+def test_metadata_nested_too_deep(tmp_path):
+    path = tmp_path / "model.safetensors"
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_bytes(safetensors.numpy.save(_arrays(), metadata={"crossent": deep}))
+    with pytest.raises(ModelFileError, match="corrupted crossent metadata") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
 
 
 def test_checkpoint_with_nan_intercept_is_not_resumed(tmp_path):
@@ -244,6 +255,10 @@ FILES: dict[str, tuple[str, Any]] = {
     "header a JSON list": ("not a JSON object", lambda d: struct.pack("<Q", 8) + b"[1,2,3] "),
     "truncated data": ("truncated", lambda d: d[:-1]),
     "trailing bytes": ("trailing bytes", lambda d: d + b"\0" * 8),
+    "header nested too deep": (
+        "not valid JSON",
+        lambda d: struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000,
+    ),
     "pickle": ("pickle", lambda d: pickle.dumps({"coef": np.zeros((10, 64))})),
     "pickle protocol 2": ("pickle", lambda d: pickle.dumps([1.0] * 10, protocol=2)),
     "zip": ("zip archive", lambda d: b"PK\x03\x04" + d[4:]),

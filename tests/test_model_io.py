@@ -137,6 +137,9 @@ def test_file_is_plain_safetensors_with_one_crossent_entry(tmp_path):
         ({"W": np.zeros(2)}, {"d": {1: 2}}, TypeError, "keys must be strings"),
         ({"W": np.zeros(2)}, {"b": b"raw"}, TypeError, r"metadata\['b'\] is bytes"),
         ({"W": np.zeros(2)}, [("a", 1)], TypeError, "metadata must be a dict"),
+        ({"W": np.zeros(2)}, {"c": ["a\udc80"]}, ValueError, r"metadata\['c'\]\[0\] holds a lone"),
+        ({"W": np.zeros(2, np.complex64)}, {}, ValueError, r"arrays\['W'\] has dtype complex64"),
+        ({"W": np.array([0.0, np.inf])}, {}, ValueError, r"arrays\['W'\] holds NaN or inf"),
     ],
 )
 def test_save_rejects_bad_input_and_writes_nothing(tmp_path, arrays, meta, error, match):

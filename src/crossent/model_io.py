@@ -10,8 +10,9 @@ metadata and four bookkeeping keys,
 - ``"arrays"``: ``{name: {"shape": [...], "dtype": "float64"}}`` for every array stored.
 
 Loading parses the header with :mod:`json` and the tensors with safetensors; nothing in a
-model file is ever executed (no pickle). Writes are atomic: a file either holds a complete
-model or is not replaced at all.
+model file is ever executed (no pickle). Reading is bounded by what the header implies,
+checked against the file's size first, and arrays hold finite real numbers only. Writes
+are atomic: a file either holds a complete model or is not replaced at all.
 
 Examples
 --------
@@ -173,7 +174,15 @@ def _to_json(value: Any, where: str) -> Any:
         return _to_json(value.item(), where)
     if isinstance(value, bytes):
         raise TypeError(f"{where} is bytes, not JSON-serialisable; decode it to str first")
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{where} holds a lone surrogate at position {exc.start}, which UTF-8 cannot encode"
+            ) from None
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, Mapping):
         return {k: _to_json(v, f"{where}[{k!r}]") for k, v in _check_mapping(value, where).items()}
@@ -282,7 +291,7 @@ def _read_parts(name: str, f: BinaryIO, size: int) -> tuple[bytes, dict[str, Any
         raise ModelFileError(f"{name}: truncated while reading: the file shrank")
     try:
         header = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         _refuse_unparsed(name, head, f"corrupted header, not valid JSON ({exc})")
     if not isinstance(header, dict):
         _refuse_unparsed(name, head, "corrupted header, not a JSON object")
@@ -342,7 +351,7 @@ def _crossent_metadata(name: str, header: dict[str, Any]) -> dict[str, Any]:
         )
     try:
         meta = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ModelFileError(
             f"{name}: corrupted crossent metadata, not valid JSON ({exc})"
         ) from None

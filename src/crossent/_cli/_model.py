@@ -147,6 +147,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_text(value: Any) -> bool:
+    """A str that can be printed and written: no lone surrogates (JSON allows them)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _field_error(path: str, field: str, expected: str, value: Any) -> ModelFileError:
     return ModelFileError(f"{path}: metadata {field!r} must be {expected}, got {_show(value)}")
 
@@ -161,10 +172,10 @@ def check_classes(path: str, value: Any, n_classes: int) -> np.ndarray:
         if not all(-(2**63) <= c < 2**63 for c in value):
             raise _field_error(path, "classes", "integers within int64", value)
         classes = np.array(value, dtype=np.int64)
-    elif all(isinstance(c, str) for c in value):
+    elif all(_is_text(c) for c in value):
         classes = np.array(value, dtype=str)
     else:
-        raise _field_error(path, "classes", "all integers or all strings", value)
+        raise _field_error(path, "classes", "all integers or all (UTF-8) strings", value)
     if not np.all(classes[1:] > classes[:-1]):
         raise _field_error(path, "classes", "sorted and distinct", value)
     return classes
@@ -233,9 +244,11 @@ def _check_feature_names(path: str, meta: dict[str, Any], n_features: int) -> No
     if (
         not isinstance(value, list)
         or len(value) != n_features
-        or not all(isinstance(v, str) for v in value)
+        or not all(_is_text(v) for v in value)
     ):
-        raise _field_error(path, "feature_names", f"null or a list of {n_features} strings", value)
+        raise _field_error(
+            path, "feature_names", f"null or a list of {n_features} (UTF-8) strings", value
+        )
 
 
 def _check_training_record(path: str, meta: dict[str, Any]) -> None:
