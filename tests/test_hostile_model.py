@@ -154,6 +154,11 @@ ARRAY_CASES: dict[str, tuple[str, bool, Any]] = {
     "NaN mean": ("mean", True, lambda a: {**a, "mean": _with(a, "mean")}),
     "zero scale": ("scale", True, lambda a: {**a, "scale": _with(a, "scale", 0.0)}),
     "negative scale": ("scale", True, lambda a: {**a, "scale": -a["scale"]}),
+    "scale too small for the data": (
+        "scale",
+        True,
+        lambda a: {**a, "scale": np.full(64, 1e-308)},
+    ),
     "integer scale": ("scale", True, lambda a: {**a, "scale": np.ones(64, dtype=np.int32)}),
     "coef 1-D": ("coef", False, lambda a: {**a, "coef": a["coef"].ravel()}),
     "one class": (
@@ -225,6 +230,30 @@ def test_checkpoint_with_nan_intercept_is_not_resumed(tmp_path):
         ["train", "--out", str(tmp_path), "--resume"], names=[str(path)], folder=tmp_path
     )
     assert "'intercept'" in line
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["predict", "--proba"]])
+def test_weights_that_overflow_on_the_data(tmp_path, command):
+    """Finite weights so large that the scores overflow: one line, not NaN probabilities."""
+    arrays = _arrays()
+    arrays["coef"][:] = 1e308
+    path = tmp_path / "model.safetensors"
+    save_model(path, arrays, _metadata())
+    expect_refusal(
+        [*command, "--model", str(path), "--data", "digits"],
+        names=[str(path), "'coef'", "overflow"],
+        folder=tmp_path,
+    )
+
+
+def test_predicted_labels_refuse_overflowing_weights(tmp_path):
+    arrays = _arrays()
+    arrays["coef"][:] = 1e308
+    path = tmp_path / "model.safetensors"
+    save_model(path, arrays, _metadata())
+    with pytest.raises(ModelFileError, match="overflow") as info:
+        load_classifier(path).predict(load_dataset("digits").X)
+    assert str(path) in str(info.value)
 
 
 # --------------------------------------------------------------------------- the file itself

@@ -487,3 +487,29 @@ def test_integer_data_is_standardised_in_float64():
     pre = Preprocessing(np.array([1.0, 2.0]), np.array([2.0, 4.0]))
     np.testing.assert_array_equal(pre.apply(X), (X - pre.mean) / pre.scale)
     assert pre.apply(X).dtype == np.float64
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_loaded_model_predicts_as_the_classifier(tmp_path, n_classes):
+    """``LoadedModel.predict`` (which refuses overflow) gives ``SoftmaxClassifier.predict``'s
+    labels, ties included (the first class of highest score)."""
+    from crossent._cli._model import MODEL_KIND, load_classifier
+
+    rng = np.random.default_rng(5)
+    coef = rng.integers(-2, 3, (n_classes, 3)).astype(np.float64)  # small ints: many ties
+    intercept = np.zeros(n_classes)
+    X = rng.integers(-2, 3, (200, 3)).astype(np.float64)
+    classes = [10 * k for k in range(n_classes)]
+    meta = {"kind": MODEL_KIND, "classes": classes, "n_features": 3}
+    path = tmp_path / "model.safetensors"
+    save_model(
+        path,
+        {"coef": coef, "intercept": intercept},
+        {**meta, "preprocessing": {"standardize": False}},
+    )
+    model = load_classifier(path)
+    scores = X @ coef.T  # (n, C)
+    assert (np.sort(scores, axis=1)[:, -1] == np.sort(scores, axis=1)[:, -2]).any()  # ties
+    want = np.array(classes)[np.argmax(scores, axis=1)]
+    np.testing.assert_array_equal(model.predict(X), want)
+    np.testing.assert_array_equal(model.classifier.predict(X), want)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ class Preprocessing:
 
     mean: np.ndarray | None = None  # (d,) float64
     scale: np.ndarray | None = None  # (d,) float64, positive
+    source: str = field(default="the standardisation", compare=False)  # for messages
 
     @classmethod
     def fit(cls, X: np.ndarray, standardize: bool) -> Preprocessing:
@@ -53,18 +54,33 @@ class Preprocessing:
     def apply(self, X: np.ndarray) -> np.ndarray:
         """The classifier's input: ``X`` itself, or ``(X − mean) / scale`` in X's dtype.
 
-        float32 stays float32 (DESIGN.md); other dtypes are computed in float64, as is
-        float32 data whose ``mean`` or ``scale`` float32 cannot hold (beyond its range).
+        float32 stays float32 (DESIGN.md); other dtypes, and float32 data whose result
+        float32 cannot hold, are computed in float64.
+
+        Raises
+        ------
+        ValueError
+            If finite ``X`` standardises to values beyond the float64 range (a ``scale``
+            too small for the data); the message names :attr:`source`.
         """
         if self.mean is None or self.scale is None:
             return X
         dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-        with np.errstate(over="ignore", under="ignore"):
-            mean, scale = self.mean.astype(dtype), self.scale.astype(dtype)
-        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
-            dtype = np.dtype(np.float64)
-            mean, scale = self.mean.astype(dtype), self.scale.astype(dtype)
-        return (X.astype(dtype, copy=False) - mean) / scale
+        out = self._standardise(X, dtype)
+        if dtype == np.float32 and not np.isfinite(out).all():
+            out = self._standardise(X, np.dtype(np.float64))
+        if not np.isfinite(out).all() and np.isfinite(X).all():
+            raise ValueError(
+                f"{self.source}: standardising the data gives values beyond the float range "
+                "('scale' too small for these features)"
+            )
+        return out
+
+    def _standardise(self, X: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+        assert self.mean is not None and self.scale is not None
+        with np.errstate(all="ignore"):  # judged by the finiteness of the result
+            mean, scale = self.mean.astype(dtype), self.scale.astype(dtype)  # (d,), (d,)
+            return (X.astype(dtype, copy=False) - mean) / scale  # (n, d)
 
     def arrays(self) -> dict[str, np.ndarray]:
         if self.mean is None or self.scale is None:
@@ -112,10 +128,31 @@ class LoadedModel:
         return None if shape is None else tuple(int(s) for s in shape)
 
     def log_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_log_proba(self.preprocessing.apply(X))
+        """``log_softmax`` of the scores, ``(n, C)``; refuses scores beyond the float range."""
+        return self._finite(self.classifier.predict_log_proba, X)
 
     def proba(self, X: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_proba(self.preprocessing.apply(X))
+        """``softmax`` of the scores, ``(n, C)``; refuses scores beyond the float range."""
+        return self._finite(self.classifier.predict_proba, X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The class of highest score for each row (ties: the first), as
+        ``SoftmaxClassifier.predict``; refuses scores beyond the float range."""
+        scores = self._finite(self.classifier.decision_function, X)  # (n, C), or (n,) if C = 2
+        index = (scores > 0).astype(np.intp) if scores.ndim == 1 else np.argmax(scores, axis=1)
+        return self.classes[index]
+
+    def _finite(self, method: Any, X: np.ndarray) -> np.ndarray:
+        """``method`` applied to the standardised ``X``; an overflow is one clear error."""
+        inputs = self.preprocessing.apply(X)
+        with np.errstate(over="ignore", invalid="ignore"):  # judged by the result below
+            out: np.ndarray = method(inputs)
+        if not np.isfinite(out).all():
+            raise ModelFileError(
+                f"{self.path}: the scores X·coefᵀ + intercept overflow on these data (array "
+                "'coef' too large for the features' scale)"
+            )
+        return out
 
     def check_data(self, data: Dataset) -> None:
         """Refuse data whose features do not match the model's."""
@@ -158,8 +195,8 @@ def _is_text(value: Any) -> bool:
     return True
 
 
-def _field_error(path: str, field: str, expected: str, value: Any) -> ModelFileError:
-    return ModelFileError(f"{path}: metadata {field!r} must be {expected}, got {_show(value)}")
+def _field_error(path: str, key: str, expected: str, value: Any) -> ModelFileError:
+    return ModelFileError(f"{path}: metadata {key!r} must be {expected}, got {_show(value)}")
 
 
 def check_classes(path: str, value: Any, n_classes: int) -> np.ndarray:
@@ -290,7 +327,8 @@ def _check_preprocessing(
     assert mean is not None and scale is not None
     if not np.all(scale > 0):
         raise ModelFileError(f"{path}: corrupted: array 'scale' must be positive")
-    return Preprocessing(mean.astype(np.float64), scale.astype(np.float64))
+    source = f"{path}: arrays 'mean' and 'scale'"
+    return Preprocessing(mean.astype(np.float64), scale.astype(np.float64), source)
 
 
 def load_classifier(path: str | os.PathLike[str]) -> LoadedModel:
