@@ -27,7 +27,7 @@ from crossent._cli._checkpoint import (
     objective_options,
     save_checkpoint,
 )
-from crossent._cli._model import MODEL_KIND, load_classifier
+from crossent._cli._model import MODEL_KIND, check_checkpoint, load_classifier
 from crossent._version import __version__
 from crossent.data import load_dataset
 from crossent.model_io import ModelFileError, load_model, save_model
@@ -254,6 +254,81 @@ def test_predicted_labels_refuse_overflowing_weights(tmp_path):
     with pytest.raises(ModelFileError, match="overflow") as info:
         load_classifier(path).predict(load_dataset("digits").X)
     assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def digits_objective() -> dict[str, Any]:
+    data = load_dataset("digits")
+    return objective_options(data, l2=1e-4, test_size=0.25, seed=0, standardize=False)
+
+
+def _checkpoint(tmp_path: Path, objective: dict[str, Any]) -> tuple[Path, dict, dict]:
+    arrays = _arrays()
+    path = tmp_path / CHECKPOINT_FILE
+    checkpoint = Checkpoint(3, arrays["coef"], arrays["intercept"], [2.0, 1.5, 1.2])
+    save_checkpoint(path, checkpoint, classes=np.arange(10), solver="lbfgs", objective=objective)
+    arrays, meta = load_model(path)
+    return path, arrays, meta
+
+
+def test_a_valid_checkpoint_passes(tmp_path, digits_objective):
+    path, arrays, meta = _checkpoint(tmp_path, digits_objective)
+    iteration, classes, coef, intercept, curve = check_checkpoint(str(path), arrays, meta)
+    assert iteration == 3 and curve == [2.0, 1.5, 1.2]
+    np.testing.assert_array_equal(classes, np.arange(10))
+    np.testing.assert_array_equal(coef, _arrays()["coef"])
+    np.testing.assert_array_equal(intercept, _arrays()["intercept"])
+
+
+# case -> (field named, how to spoil (arrays, meta) in place)
+BAD_CHECKPOINTS: dict[str, tuple[str, Any]] = {
+    "iteration 0": ("iteration", lambda a, m: m.update(iteration=0)),
+    "iteration a bool": ("iteration", lambda a, m: m.update(iteration=True)),
+    "iteration a string": ("iteration", lambda a, m: m.update(iteration="3")),
+    "not flagged a checkpoint": ("checkpoint", lambda a, m: m.update(checkpoint=1)),
+    "solver missing": ("solver", lambda a, m: m.pop("solver")),
+    "objective a list": ("objective", lambda a, m: m.update(objective=[1])),
+    "objective seed negative": ("objective.seed", lambda a, m: m["objective"].update(seed=-1)),
+    "objective seed a float": ("objective.seed", lambda a, m: m["objective"].update(seed=0.0)),
+    "objective sha not hex": (
+        "objective.data_sha256",
+        lambda a, m: m["objective"].update(data_sha256="x" * 64),
+    ),
+    "objective test_size 1.5": (
+        "objective.test_size",
+        lambda a, m: m["objective"].update(test_size=1.5),
+    ),
+    "objective standardize a string": (
+        "objective.standardize",
+        lambda a, m: m["objective"].update(standardize="no"),
+    ),
+    "objective n_features missing": (
+        "objective.n_features",
+        lambda a, m: m["objective"].pop("n_features"),
+    ),
+    "classes duplicated": ("classes", lambda a, m: m.update(classes=[0, *range(9)])),
+    "coef integer": ("coef", lambda a, m: a.update(coef=a["coef"].astype(np.int32))),
+    "coef other features": ("coef", lambda a, m: a.update(coef=a["coef"][:, :63])),
+    "loss_curve 2-D": ("loss_curve", lambda a, m: a.update(loss_curve=np.ones((3, 2)))),
+    "loss_curve too short": ("loss_curve", lambda a, m: a.update(loss_curve=np.ones(2))),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+def test_bad_checkpoint(tmp_path, digits_objective, case):
+    field, spoil = BAD_CHECKPOINTS[case]
+    path, arrays, meta = _checkpoint(tmp_path, digits_objective)
+    meta = json.loads(json.dumps(meta))  # a deep copy
+    spoil(arrays, meta)
+    write_raw(path, arrays, {k: v for k, v in meta.items() if k != "arrays"})
+    arrays, meta = load_model(path)
+    with pytest.raises(ModelFileError) as info:
+        check_checkpoint(str(path), arrays, meta)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and field in message and "\n" not in message
 
 
 # --------------------------------------------------------------------------- the file itself

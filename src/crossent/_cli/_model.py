@@ -288,20 +288,79 @@ def _check_feature_names(path: str, meta: dict[str, Any], n_features: int) -> No
         )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_training_record(path: str, meta: dict[str, Any]) -> None:
     """The informational fields: checked when present."""
-    if "l2" in meta:
-        l2 = meta["l2"]
-        if not (isinstance(l2, (int, float)) and not isinstance(l2, bool)) or not (
-            math.isfinite(l2) and l2 >= 0
-        ):
-            raise _field_error(path, "l2", "a finite number ≥ 0", l2)
-    if "solver" in meta and not (isinstance(meta["solver"], str) and meta["solver"]):
+    if "l2" in meta and not (_is_number(meta["l2"]) and meta["l2"] >= 0):
+        raise _field_error(path, "l2", "a finite number ≥ 0", meta["l2"])
+    if "solver" in meta and not (_is_text(meta["solver"]) and meta["solver"]):
         raise _field_error(path, "solver", "a solver's name", meta["solver"])
     if "fit_intercept" in meta and not isinstance(meta["fit_intercept"], bool):
         raise _field_error(path, "fit_intercept", "true or false", meta["fit_intercept"])
     if "training" in meta and not isinstance(meta["training"], dict):
         raise _field_error(path, "training", "a JSON object", meta["training"])
+
+
+# objective key -> (what it must be, test); see crossent._cli._checkpoint.objective_options
+_OBJECTIVE_FIELDS: dict[str, tuple[str, Any]] = {
+    "data": ("a string", _is_text),
+    "data_sha256": ("64 hexadecimal digits", lambda v: _is_text(v) and _is_sha256(v)),
+    "n_samples": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "n_features": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "l2": ("a finite number ≥ 0", lambda v: _is_number(v) and v >= 0),
+    "test_size": ("a number between 0 and 1", lambda v: _is_number(v) and 0 < v < 1),
+    "seed": ("an integer ≥ 0", lambda v: _is_int(v) and v >= 0),
+    "standardize": ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def check_checkpoint(
+    path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """Check a training checkpoint's metadata and arrays (as :func:`load_classifier` checks
+    a model); return ``iteration``, ``classes``, ``coef``, ``intercept``, ``loss_curve``.
+
+    The metadata written by ``crossent._cli._checkpoint.save_checkpoint``: ``kind``,
+    ``checkpoint`` (true), ``iteration`` (an integer ≥ 1), ``classes``, ``solver`` and
+    ``objective`` (``data``, ``data_sha256``, ``n_samples``, ``n_features``, ``l2``,
+    ``test_size``, ``seed``, ``standardize``); the arrays ``coef`` ``(C, d)``,
+    ``intercept`` ``(C,)`` and ``loss_curve`` ``(iteration,)``, floating point.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the file and the field or array at fault.
+    """
+    if meta.get("kind") != CHECKPOINT_KIND or meta.get("checkpoint") is not True:
+        raise ModelFileError(f"{path}: not a crossent training checkpoint")
+    iteration: Any = meta.get("iteration")
+    if not _is_int(iteration) or iteration < 1:
+        raise _field_error(path, "iteration", "an integer ≥ 1", iteration)
+    if not (_is_text(meta.get("solver")) and meta.get("solver")):
+        raise _field_error(path, "solver", "a solver's name", meta.get("solver"))
+    objective = meta.get("objective")
+    if not isinstance(objective, dict):
+        raise _field_error(path, "objective", "a JSON object", objective)
+    for key, (expected, test) in _OBJECTIVE_FIELDS.items():
+        if not test(objective.get(key)):
+            raise _field_error(path, f"objective.{key}", expected, objective.get(key))
+    coef, intercept = check_weights(path, arrays, objective["n_features"])
+    classes = check_classes(path, meta.get("classes"), coef.shape[0])
+    curve = arrays.get("loss_curve")
+    if curve is None or curve.dtype.kind != "f" or curve.shape != (iteration,):
+        got = "none" if curve is None else f"{curve.dtype.name} {curve.shape}"
+        raise ModelFileError(
+            f"{path}: needs a float array 'loss_curve' ({iteration},), one value per "
+            f"iteration, has {got}"
+        )
+    return iteration, classes, coef, intercept, curve.astype(np.float64).tolist()
 
 
 def _check_preprocessing(
