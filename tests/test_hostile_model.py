@@ -291,7 +291,7 @@ BAD_CHECKPOINTS: dict[str, tuple[str, Any]] = {
     "not flagged a checkpoint": ("checkpoint", lambda a, m: m.update(checkpoint=1)),
     "solver missing": ("solver", lambda a, m: m.pop("solver")),
     "objective a list": ("objective", lambda a, m: m.update(objective=[1])),
-    "objective seed negative": ("objective.seed", lambda a, m: m["objective"].update(seed=-1)),
+    "objective seed a string": ("objective.seed", lambda a, m: m["objective"].update(seed="0")),
     "objective seed a float": ("objective.seed", lambda a, m: m["objective"].update(seed=0.0)),
     "objective sha not hex": (
         "objective.data_sha256",

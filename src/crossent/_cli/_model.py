@@ -312,7 +312,7 @@ _OBJECTIVE_FIELDS: dict[str, tuple[str, Any]] = {
     "n_features": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "l2": ("a finite number ≥ 0", lambda v: _is_number(v) and v >= 0),
     "test_size": ("a number between 0 and 1", lambda v: _is_number(v) and 0 < v < 1),
-    "seed": ("an integer ≥ 0", lambda v: _is_int(v) and v >= 0),
+    "seed": ("an integer", _is_int),
     "standardize": ("true or false", lambda v: isinstance(v, bool)),
 }
 
