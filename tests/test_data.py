@@ -162,9 +162,9 @@ def write_csv(path, text):
     return path
 
 
-def test_csv_string_labels_in_last_column(tmp_path):
+def test_csv_string_labels_by_name(tmp_path):
     path = write_csv(tmp_path / "s.csv", "a,b,kind\n1,2.5,cat\n-3,1e2,dog\n0,0,cat\n")
-    ds = load_dataset(path)
+    ds = load_dataset(path, label_column="kind")
     np.testing.assert_array_equal(ds.X, [[1, 2.5], [-3, 100], [0, 0]])
     assert ds.X.dtype == np.float64
     assert ds.y.tolist() == ["cat", "dog", "cat"] and ds.y.dtype.kind == "U"
@@ -217,7 +217,7 @@ def test_csv_many_rows_cross_chunk_boundaries(tmp_path, rng):
     X = rng.standard_normal((9000, 3))
     y = rng.integers(0, 5, 9000)
     rows = zip(X.tolist(), y.tolist(), strict=True)
-    lines = ["f0,f1,f2,c"] + [f"{a!r},{b!r},{c!r},{k}" for (a, b, c), k in rows]
+    lines = ["f0,f1,f2,Class"] + [f"{a!r},{b!r},{c!r},{k}" for (a, b, c), k in rows]
     ds = load_dataset(write_csv(tmp_path / "big.csv", "\n".join(lines)))
     np.testing.assert_array_equal(ds.X, X)
     np.testing.assert_array_equal(ds.y, y)
@@ -232,15 +232,15 @@ def test_csv_many_rows_cross_chunk_boundaries(tmp_path, rng):
         ("a,b,label\n1,2,x\n3,oops,y\n", {}, "line 3: column 'b' has 'oops', which is not a num"),
         ("a,b,label\n1,2,x\n\n3,,y\n", {}, "line 4: column 'b' is empty"),
         ("a,b,c\n1,2,3\n", {"label_column": "kind"}, "line 1: no column named 'kind'"),
-        ("a,b,c\n1,2,3\n", {"label_column": 3}, "line 1: label_column 3 is out of range"),
-        ("a,b,c\n1,2,3\n4,5\n", {}, "line 3: 2 fields, the header has 3"),
-        ("a,b,c\n1,2,3\n4,5,6,7\n", {}, "line 3: 4 fields, the header has 3"),
-        ("a,b,c\n1,2,3\n4,nan,6\n", {}, "line 3: column 'b' is nan; features must be finite"),
-        ("a,b,c\n1,inf,3\n", {}, "line 2: column 'b' is inf; features must be finite"),
-        ("a,b,c\n1,2,3\n4,5, \n", {}, "line 3: empty label in column 'c'"),
-        ('a,b,c\n1,"2"x,3\n', {}, "line 2: ',' expected after '\"'"),
-        ("c\n1\n", {}, "line 1: no feature columns"),
-        ('a,b,c\n1,2,"3\n', {}, "line 2: unexpected end of data"),
+        ("a,b,c\n1,2,3\n", {"label_column": 3}, "line 1: label column 3 is out of range"),
+        ("a,b,label\n1,2,3\n4,5\n", {}, "line 3: 2 fields, the header has 3"),
+        ("a,b,label\n1,2,3\n4,5,6,7\n", {}, "line 3: 4 fields, the header has 3"),
+        ("a,b,label\n1,2,3\n4,nan,6\n", {}, "line 3: column 'b' is nan; features must be finite"),
+        ("a,b,label\n1,inf,3\n", {}, "line 2: column 'b' is inf; features must be finite"),
+        ("a,b,label\n1,2,3\n4,5, \n", {}, "line 3: empty label in column 'label'"),
+        ('a,b,label\n1,"2"x,3\n', {}, "line 2: ',' expected after '\"'"),
+        ("Class\n1\n", {}, "line 1: no feature columns"),
+        ('a,b,label\n1,2,"3\n', {}, "line 2: unexpected end of data"),
     ],
 )
 def test_csv_bad_content(tmp_path, text, kwargs, match):
@@ -350,7 +350,10 @@ def test_image_folder_grayscale_with_resizing(tmp_path, rng):
     write_png(root / "a_square" / "z.png", odd)
     (root / "a_square" / "notes.txt").write_text("ignored")
     (root / "a_square" / ".hidden.png").write_bytes(b"ignored")
-    ds = load_dataset(root)
+    with pytest.warns(
+        UserWarning, match=r"shapes: 1 of 3 images converted to 6×4 L \(image shape \(4, 6\)\)"
+    ):
+        ds = load_dataset(root)
     assert ds.image_shape == (4, 6) and ds.X.shape == (3, 24) and ds.X.dtype == np.float32
     assert ds.y.tolist() == ["a_square", "b_circle", "b_circle"]
     resized = Image.fromarray(odd).resize((6, 4), Image.Resampling.BILINEAR)
@@ -366,7 +369,8 @@ def test_image_folder_any_colour_makes_all_rgb(tmp_path, rng):
     rgba = rng.integers(0, 256, (3, 3, 4), dtype=np.uint8)
     (root / "2").mkdir()
     Image.fromarray(rgba).save(root / "2" / "t.png")
-    ds = load_dataset(root)
+    with pytest.warns(UserWarning, match=r"mixed: 2 of 3 images converted to 3×3 RGB"):
+        ds = load_dataset(root)
     assert ds.image_shape == (3, 3, 3) and ds.X.shape == (3, 27)
     assert ds.y.dtype == np.int64 and ds.y.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(ds.X[0], scaled(np.repeat(grey[..., None], 3, axis=2)))
@@ -381,7 +385,8 @@ def test_image_folder_explicit_size_and_formats(tmp_path, rng):
     (root / "y").mkdir()
     Image.fromarray(pixels).save(root / "x" / "a.bmp")
     Image.fromarray(pixels).save(root / "y" / "b.gif")  # palette of greys → still grayscale
-    ds = load_dataset(root, image_size=(2, 3))
+    with pytest.warns(UserWarning, match=r"fmt: 2 of 2 images converted to 2×3 L"):
+        ds = load_dataset(root, image_size=(2, 3))
     assert ds.image_shape == (3, 2)
     expected = Image.fromarray(pixels).resize((2, 3), Image.Resampling.BILINEAR)
     np.testing.assert_array_equal(ds.X[0], scaled(np.asarray(expected)))
@@ -391,7 +396,8 @@ def test_image_folder_16_bit_grayscale(tmp_path):
     root = tmp_path / "deep"
     write_png(root / "a" / "a.png", np.array([[0, 1000, 65535]], dtype=np.uint16))
     write_png(root / "b" / "b.png", np.array([[0, 255, 128]], dtype=np.uint8))
-    ds = load_dataset(root)
+    with pytest.warns(UserWarning, match=r"deep: 1 of 2 images converted to 3×1 L"):
+        ds = load_dataset(root)
     expected = np.array([0, 1000, 65535], dtype=np.float32) / np.float32(65535)
     np.testing.assert_array_equal(ds.X[0], expected)
     np.testing.assert_array_equal(ds.X[1], scaled([0, 255, 128]))

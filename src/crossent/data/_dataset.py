@@ -6,9 +6,10 @@ import gzip
 import math
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,26 @@ class DataError(ValueError):
 
     The message is one line naming the file and the fault, e.g.
     ``"train.csv: line 7: column 'x2' has 'abc', which is not a number"``.
+
+    Parameters
+    ----------
+    fault : str
+        The message without a remedy.
+    remedies : sequence of (parameter, value) pairs, optional
+        :func:`~crossent.data.load_dataset` arguments that would get past the fault, e.g.
+        ``[("label_column", "NAME")]``. They are appended to the message as
+        ``"; pass label_column=NAME"``; the command names its own options instead
+        (``--label-column NAME``), from :attr:`fault` and :attr:`remedies`.
     """
+
+    def __init__(self, fault: str, remedies: Sequence[tuple[str, str]] = ()) -> None:
+        self.fault = fault
+        self.remedies = tuple(remedies)
+        tried = " or ".join(f"{parameter}={value}" for parameter, value in self.remedies)
+        super().__init__(f"{fault}; pass {tried}" if tried else fault)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.fault, self.remedies))
 
 
 @dataclass(frozen=True, eq=False)
