@@ -81,7 +81,7 @@ def _label_index(
     if require_labels:
         raise DataError(
             f"{name}: line 1: no label column (none is named {', '.join(LABEL_NAMES)})",
-            [("label_column", "NAME")],
+            [("label_column", "NAME"), ("require_labels", "False")],
         )
     return None
 
@@ -139,7 +139,9 @@ def _parse_csv(
     header = [h.strip() for h in next(reader, [])]
     if not header:
         raise DataError(f"{name}: line 1: the header row is empty")
-    label_index = _label_index(header, label_column, require_labels, name)
+    label_index = None
+    if features is None or require_labels or label_column is not None:
+        label_index = _label_index(header, label_column, require_labels, name)
     columns = _feature_indices(header, label_index, features, name)
     feature_names = [header[i] for i in columns]
     if not feature_names:

@@ -90,6 +90,7 @@ def load_folder(
     image_size: tuple[int, int] | None,
     on_bad_image: str,
     require_labels: bool,
+    image_mode: str | None = None,
 ) -> Dataset:
     """A folder of class folders (labelled), or of images alone (unlabelled)."""
     with reading(name):
@@ -98,10 +99,11 @@ def load_folder(
     if not class_dirs and loose:
         if require_labels:
             raise DataError(
-                f"{name}: {len(loose)} image(s) and no class folders; labels come from "
-                "one sub-folder per class, named after the class"
+                f"{name}: {len(loose)} image(s) and no class folders, so no labels (labels "
+                "come from one sub-folder per class, named after the class)",
+                [("require_labels", "False")],
             )
-        return load_images([(f, None) for f in loose], name, image_size, on_bad_image)
+        return load_images([(f, None) for f in loose], name, image_size, on_bad_image, image_mode)
     if len(class_dirs) < (2 if require_labels else 1):
         found = ", ".join(repr(d.name) for d in class_dirs) or "none"
         raise DataError(
@@ -118,7 +120,7 @@ def load_folder(
                     f"({', '.join(IMAGE_SUFFIXES)})"
                 )
             files += [(f, folder.name) for f in images]
-    return load_images(files, name, image_size, on_bad_image)
+    return load_images(files, name, image_size, on_bad_image, image_mode)
 
 
 def load_images(
@@ -126,11 +128,13 @@ def load_images(
     name: str,
     image_size: tuple[int, int] | None,
     on_bad_image: str,
+    image_mode: str | None = None,
 ) -> Dataset:
     """Decode ``(file, label or None)`` pairs into one float32 row per image.
 
-    The images are converted to one size and mode (RGB if any is in colour, else L); if
-    they did not all share them, one warning says how many were converted, and to what.
+    The images are converted to one size (``image_size``, else the most common) and mode
+    (``image_mode``, else RGB if any is in colour, else L); if they did not all share
+    them, one warning says how many were converted, and to what.
     """
     from PIL import Image
 
@@ -141,7 +145,7 @@ def load_images(
                 headers.append((file, label, img.size, img.mode, _is_colour(img)))
         except Exception as exc:  # any decoder fault of an untrusted file
             _bad_image(file, exc, on_bad_image)
-    colour = any(h[4] for h in headers)
+    colour = image_mode == "RGB" if image_mode else any(h[4] for h in headers)
     sizes = Counter(h[2] for h in headers)
     size = image_size or (sizes.most_common(1)[0][0] if sizes else (1, 1))
     width, height = size

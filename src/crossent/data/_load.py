@@ -27,6 +27,7 @@ def load_dataset(
     require_labels: bool = True,
     on_bad_image: str = "error",
     feature_columns: Sequence[str] | None = None,
+    image_mode: str | None = None,
 ) -> Dataset:
     """Load a data set from a built-in name, a file or a folder of images.
 
@@ -60,7 +61,7 @@ def load_dataset(
         IDX only: the labels file. Default: the images file name with ``images-idx3``
         replaced by ``labels-idx1`` (or ``images`` by ``labels``), with or without ``.gz``.
     image_size : (width, height), optional
-        Image folders only: the size every image is resized to (bilinear). Default: the
+        Images only: the size every image is resized to (bilinear). Default: the
         most common size among the images.
     require_labels : bool, default True
         If False, a source without labels (npz without ``y``, IDX without a labels file,
@@ -68,13 +69,17 @@ def load_dataset(
         file) loads with ``y=None`` instead of raising; a folder of class folders may
         then hold a single class.
     on_bad_image : {"error", "skip"}, default "error"
-        Image folders only: what to do with an image Pillow cannot read. ``"error"``
+        Images only: what to do with an image Pillow cannot read. ``"error"``
         raises :class:`DataError` naming the file; ``"skip"`` leaves it out and issues a
         :class:`UserWarning` naming the file.
     feature_columns : sequence of str, optional
         CSV only: read exactly these columns, by header name and in this order, as the
-        features (e.g. a model's ``feature_names``); other columns are not read, except
-        the label column. Default: every column but the label column.
+        features (e.g. a model's ``feature_names``); other columns are not read. The
+        labels are then read only if ``label_column`` names them or ``require_labels``
+        is True. Default: every column but the label column.
+    image_mode : {"L", "RGB"}, optional
+        Images only: convert every image to grayscale or to RGB. Default: RGB if any
+        image is in colour, else L (see Notes).
 
     Returns
     -------
@@ -115,6 +120,8 @@ def load_dataset(
         raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
     if image_size is not None:
         image_size = _check_image_size(image_size)
+    if image_mode not in (None, "L", "RGB"):
+        raise ValueError(f"image_mode must be 'L' or 'RGB', got {image_mode!r}")
     if label_column is not None and (
         isinstance(label_column, bool) or not isinstance(label_column, (str, int))
     ):
@@ -127,25 +134,27 @@ def load_dataset(
             labels=labels,
             image_size=image_size,
             feature_columns=features,
+            image_mode=image_mode,
         )
         return load_digits()
     name = os.fspath(source)
     path = Path(name)
-    kind = _detect(path, name)
+    kind = source_kind(source)
     if kind in ("folder", "image"):
         what = "an image folder" if kind == "folder" else "an image file"
         _only(what, label_column=label_column, labels=labels, feature_columns=features)
         if kind == "folder":
-            return load_folder(path, name, image_size, on_bad_image, require_labels)
+            return load_folder(path, name, image_size, on_bad_image, require_labels, image_mode)
         if require_labels:
-            raise DataError(f"{name}: a single image has no label")
-        return load_images([(path, None)], name, image_size, on_bad_image)
+            raise DataError(f"{name}: a single image has no label", [("require_labels", "False")])
+        return load_images([(path, None)], name, image_size, on_bad_image, image_mode)
     if kind == "idx":
         _only(
             "an IDX file",
             label_column=label_column,
             image_size=image_size,
             feature_columns=features,
+            image_mode=image_mode,
         )
         return load_idx(path, name, labels, require_labels)
     if kind == "npz":
@@ -155,9 +164,10 @@ def load_dataset(
             labels=labels,
             image_size=image_size,
             feature_columns=features,
+            image_mode=image_mode,
         )
         return load_npz(path, name, require_labels)
-    _only("a CSV file", labels=labels, image_size=image_size)
+    _only("a CSV file", labels=labels, image_size=image_size, image_mode=image_mode)
     return load_csv(path, name, label_column, require_labels, features)
 
 
@@ -187,6 +197,25 @@ def _check_image_size(size: Any) -> tuple[int, int]:
     ):
         raise ValueError(f"image_size must be (width, height), two positive ints, got {size!r}")
     return int(size[0]), int(size[1])
+
+
+def source_kind(source: str | os.PathLike[str]) -> str:
+    """Which kind of source :func:`load_dataset` sees in ``source``.
+
+    Returns
+    -------
+    str
+        ``"digits"``, ``"folder"``, ``"image"``, ``"idx"``, ``"npz"`` or ``"csv"``.
+
+    Raises
+    ------
+    DataError
+        If ``source`` is missing, unreadable, empty or of an unknown kind.
+    """
+    if isinstance(source, str) and source == "digits":
+        return "digits"
+    name = os.fspath(source)
+    return _detect(Path(name), name)
 
 
 def _detect(path: Path, name: str) -> str:
