@@ -169,7 +169,7 @@ def test_csv_string_labels_by_name(tmp_path):
     assert ds.X.dtype == np.float64
     assert ds.y.tolist() == ["cat", "dog", "cat"] and ds.y.dtype.kind == "U"
     assert ds.feature_names == ["a", "b"] and ds.image_shape is None
-    assert ds.name == str(path)
+    assert ds.name == str(path) and ds.label_name == "kind"
 
 
 def test_csv_int_labels_by_name_and_by_index(tmp_path):
@@ -193,7 +193,7 @@ def test_csv_label_column_named_label_is_found_anywhere(tmp_path):
 def test_csv_without_labels(tmp_path):
     path = write_csv(tmp_path / "u.csv", "a,b\n1,2\n3,4\n")
     ds = load_dataset(path, require_labels=False)
-    assert ds.y is None and ds.feature_names == ["a", "b"]
+    assert ds.y is None and ds.feature_names == ["a", "b"] and ds.label_name is None
     np.testing.assert_array_equal(ds.X, [[1, 2], [3, 4]])
     assert ds.summary().endswith("unlabelled")
     path = write_csv(tmp_path / "v.csv", "a,y,b\n1,x,2\n3,z,4\n")

@@ -333,3 +333,13 @@ def test_library_refuses_a_bomb_by_name(tmp_path):
     path = write(tmp_path / "b.npz", npz_bytes({"X": claim}))
     with pytest.raises(DataError, match=r"b\.npz: array 'X': its header says shape"):
         load_dataset(path, require_labels=False)
+
+
+def test_png_claiming_more_pixels_than_its_bytes_hold_even_without_pillows_limit(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # as many notebooks do
+    small_png(tmp_path / "pets" / "cat" / "a.png")
+    bomb = write(tmp_path / "pets" / "dog" / "bomb.png", png_bytes(60000, 60000))
+    line = expect_refusal(train(str(tmp_path / "pets"), tmp_path), names=[bomb], folder=tmp_path)
+    assert "claims 60000×60000 = 3600000000 pixels" in line

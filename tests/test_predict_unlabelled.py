@@ -7,6 +7,7 @@ still needs labels, and says so in one line."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -17,7 +18,7 @@ from PIL import Image
 
 from _hostile import expect_refusal, run_cli
 from crossent.data import load_dataset
-from crossent.model_io import load_model
+from crossent.model_io import load_model, save_model
 
 
 def blobs(n_per_class: int = 12, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +102,19 @@ def test_evaluate_on_a_csv_without_labels_says_it_needs_them(tmp_path, species):
     argv = ["evaluate", "--model", str(model), "--data", str(tmp_path / "test.csv")]
     line = expect_refusal(argv, names=[str(tmp_path / "test.csv")], folder=tmp_path)
     assert line.endswith("evaluate needs labels: pass --label-column NAME")
+
+
+def test_evaluate_defaults_to_the_label_column_the_model_names(tmp_path, species):
+    model, _ = species
+    arrays, meta = load_model(model)
+    save_model(tmp_path / "named.safetensors", arrays, {**meta, "label_column": "species"})
+    data = model.parent.parent / "train.csv"
+    argv = ["--data", str(data), "--out", str(tmp_path / "o"), "--json"]
+    code, out, err = run_cli(["evaluate", "--model", str(tmp_path / "named.safetensors"), *argv])
+    assert code == 0, err
+    explicit = run_cli(["evaluate", "--model", str(model), *argv, "--label-column", "species"])
+    assert explicit[0] == 0
+    assert json.loads(out)["metrics"] == json.loads(explicit[1])["metrics"]
 
 
 # --------------------------------------------------------------------------- images

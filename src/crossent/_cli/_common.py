@@ -43,7 +43,9 @@ def load_data(
     An integer ``--label-column`` is a 0-based column index (negative counts from the end);
     anything else is a header name. Given the ``model`` the data is for, a CSV's features
     are the columns the model was trained on, by name (other columns, such as the labels
-    the model was trained with, are not read), and images are resized to the model's size.
+    the model was trained with, are not read; where labels are needed, the model's
+    ``label_column`` is the default), and images are converted to the model's size and
+    mode.
     Images skipped by ``--skip-bad-images`` and images converted to one size or mode are
     reported as warnings on stderr. The library's faults are reworded to name the
     command's options (``--label-column NAME``, not ``label_column=NAME``).
@@ -51,6 +53,10 @@ def load_data(
     label_column: str | int | None = args.label_column
     if isinstance(label_column, str) and _INDEX.fullmatch(label_column.strip()):
         label_column = int(label_column)
+    hints = {} if model is None else _model_hints(args.data, model)
+    if label_column is None and require_labels and "feature_columns" in hints:
+        trained_on = model.metadata.get("label_column") if model is not None else None
+        label_column = trained_on if isinstance(trained_on, str) else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
@@ -60,7 +66,7 @@ def load_data(
                 labels=args.labels,
                 require_labels=require_labels,
                 on_bad_image="skip" if args.skip_bad_images else "error",
-                **({} if model is None else _model_hints(args.data, model)),
+                **hints,
             )
         except DataError as exc:
             raise _with_options(exc, args.command) from None

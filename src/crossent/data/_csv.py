@@ -181,7 +181,8 @@ def _parse_csv(
         raise DataError(f"{name}: no data rows after the header")
     X = X[:n] if len(X) - n <= 2 else X[:n].copy()
     y = labels_from_strings(label_values) if label_index is not None else None
-    return Dataset(X, y, name, None, feature_names)
+    label_name = None if label_index is None else header[label_index]
+    return Dataset(X, y, name, None, feature_names, label_name)
 
 
 def _store_block(

@@ -62,6 +62,8 @@ class Dataset:
         ``(h, w)`` or ``(h, w, 3)`` when each row of ``X`` is a flattened image (C order).
     feature_names : list of str, or None
         The CSV header names of the feature columns.
+    label_name : str, or None
+        The CSV header name of the label column the labels were read from.
 
     Raises
     ------
@@ -83,6 +85,7 @@ class Dataset:
     name: str
     image_shape: tuple[int, ...] | None = None
     feature_names: list[str] | None = None
+    label_name: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -142,6 +145,8 @@ def _validate(ds: Dataset) -> None:
         raise DataError(
             f"{name}: image_shape {ds.image_shape} does not match {X.shape[1]} features"
         )
+    if ds.label_name is not None and not isinstance(ds.label_name, str):
+        raise DataError(f"{name}: label_name must be a str, got {ds.label_name!r}")
     if ds.feature_names is not None and len(ds.feature_names) != X.shape[1]:
         raise DataError(f"{name}: {len(ds.feature_names)} feature names for {X.shape[1]} features")
 

@@ -19,6 +19,24 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 """File suffixes (case-insensitive) read from the class folders of an image directory."""
 
 
+# No image format packs more pixels into a byte than a 1-bit image under deflate's best
+# ratio (1032:1): 8 × 1032 pixels. An image whose header claims more is not what it says.
+_MAX_PIXELS_PER_BYTE = 8 * 1032
+_SMALL_IMAGE = 1 << 16  # pixels allowed whatever the file size (tiny files, fixed headers)
+
+
+def _check_claim(size: tuple[int, int], file: Path) -> None:
+    """Refuse a header's ``(width, height)`` that the file's bytes cannot hold."""
+    from PIL import Image
+
+    pixels = size[0] * size[1]
+    if pixels > _SMALL_IMAGE and pixels > _MAX_PIXELS_PER_BYTE * file.stat().st_size:
+        raise Image.DecompressionBombError(
+            f"its header claims {size[0]}×{size[1]} = {pixels} pixels, more than its "
+            f"{file.stat().st_size} bytes can hold; a decompression bomb or a corrupted file"
+        )
+
+
 @contextmanager
 def _bomb_checked() -> Iterator[None]:
     """Pillow's decompression-bomb warning (over ``Image.MAX_IMAGE_PIXELS``) as an error."""
@@ -142,6 +160,7 @@ def load_images(
     for file, label in files:
         try:
             with _bomb_checked(), Image.open(file) as img:
+                _check_claim(img.size, file)
                 headers.append((file, label, img.size, img.mode, _is_colour(img)))
         except Exception as exc:  # any decoder fault of an untrusted file
             _bad_image(file, exc, on_bad_image)
