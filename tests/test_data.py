@@ -110,6 +110,14 @@ def test_npz_without_y(tmp_path):
         load_dataset(tmp_path / "x.npz")
 
 
+def test_npz_compressed(tmp_path, rng):
+    X, y = rng.standard_normal((7, 3)).astype(np.float32), np.arange(7)
+    np.savez_compressed(tmp_path / "c.npz", X=X, y=y)
+    ds = load_dataset(tmp_path / "c.npz")
+    np.testing.assert_array_equal(ds.X, X)
+    np.testing.assert_array_equal(ds.y, y)
+
+
 @pytest.mark.parametrize(
     ("arrays", "match"),
     [
@@ -199,6 +207,32 @@ def test_csv_without_labels(tmp_path):
     path = write_csv(tmp_path / "v.csv", "a,y,b\n1,x,2\n3,z,4\n")
     ds = load_dataset(path, require_labels=False)
     assert ds.y.tolist() == ["x", "z"] and ds.feature_names == ["a", "b"]
+
+
+@pytest.mark.parametrize("label", ["label", "Target", "CLASS", "y"])
+def test_csv_label_column_found_by_its_usual_names(tmp_path, label):
+    path = write_csv(tmp_path / "n.csv", f"a,{label},b\n1,x,2\n3,z,4\n")
+    ds = load_dataset(path)
+    assert ds.y.tolist() == ["x", "z"] and ds.feature_names == ["a", "b"]
+    assert ds.label_name == label
+
+
+def test_csv_feature_columns_by_name(tmp_path):
+    path = write_csv(tmp_path / "f.csv", "id,b,kind,a\nr1,2,,1\nr2,4,,3\n")
+    ds = load_dataset(path, feature_columns=["a", "b"], require_labels=False)
+    np.testing.assert_array_equal(ds.X, [[1, 2], [3, 4]])
+    assert ds.feature_names == ["a", "b"] and ds.y is None  # 'id', 'kind' not read
+    path = write_csv(tmp_path / "g.csv", "id,b,kind,a\nr1,2,cat,1\nr2,4,dog,3\n")
+    ds = load_dataset(path, feature_columns=["b"], label_column="kind")
+    assert ds.y.tolist() == ["cat", "dog"] and ds.X.tolist() == [[2], [4]]
+    with pytest.raises(DataError, match=r"g\.csv: line 1: no feature column named 'c'"):
+        load_dataset(path, feature_columns=["a", "c"], require_labels=False)
+    with pytest.raises(DataError, match=r"g\.csv: line 1: column 'kind' is the labels"):
+        load_dataset(path, feature_columns=["kind"], label_column="kind")
+    with pytest.raises(TypeError, match="feature_columns must be a sequence of str"):
+        load_dataset(path, feature_columns="a")
+    with pytest.raises(ValueError, match="feature_columns must be distinct"):
+        load_dataset(path, feature_columns=["a", "a"])
 
 
 def test_csv_quotes_blank_lines_crlf_bom_and_gzip(tmp_path):
@@ -409,6 +443,37 @@ def test_image_folder_needs_two_classes(tmp_path, rng):
         load_dataset(tmp_path / "one")
 
 
+def test_images_without_class_folders_are_unlabelled(tmp_path, rng):
+    a = write_png(tmp_path / "flat" / "a.png", rng.integers(0, 256, (2, 3), dtype=np.uint8))
+    b = write_png(tmp_path / "flat" / "b.png", rng.integers(0, 256, (2, 3), dtype=np.uint8))
+    ds = load_dataset(tmp_path / "flat", require_labels=False)
+    assert ds.y is None and ds.image_shape == (2, 3)
+    np.testing.assert_array_equal(ds.X, [scaled(a), scaled(b)])
+    one = load_dataset(tmp_path / "flat" / "b.png", require_labels=False)
+    np.testing.assert_array_equal(one.X, [scaled(b)])
+    with pytest.raises(DataError, match=r"flat: 2 image\(s\) and no class folders.*require_l"):
+        load_dataset(tmp_path / "flat")
+    with pytest.raises(DataError, match=r"b\.png: a single image has no label"):
+        load_dataset(tmp_path / "flat" / "b.png")
+
+
+def test_one_class_folder_without_labels_required(tmp_path, rng):
+    write_png(tmp_path / "one" / "only" / "a.png", rng.integers(0, 256, (2, 2), dtype=np.uint8))
+    assert load_dataset(tmp_path / "one", require_labels=False).y.tolist() == ["only"]
+
+
+def test_image_mode_and_size_asked_for(tmp_path, rng):
+    grey = write_png(tmp_path / "g.png", rng.integers(0, 256, (2, 2), dtype=np.uint8))
+    ds = load_dataset(tmp_path / "g.png", require_labels=False, image_mode="RGB")
+    assert ds.image_shape == (2, 2, 3)
+    np.testing.assert_array_equal(ds.X[0], scaled(np.repeat(grey[..., None], 3, axis=2)))
+    with pytest.warns(UserWarning, match=r"g\.png: 1 of 1 images converted to 4×2 L"):
+        ds = load_dataset(tmp_path / "g.png", require_labels=False, image_size=(4, 2))
+    assert ds.image_shape == (2, 4)
+    with pytest.raises(ValueError, match="image_mode must be 'L' or 'RGB'"):
+        load_dataset(tmp_path / "g.png", require_labels=False, image_mode="CMYK")
+
+
 def test_image_folder_empty_class(tmp_path, rng):
     write_png(tmp_path / "r" / "a" / "a.png", rng.integers(0, 256, (2, 2), dtype=np.uint8))
     (tmp_path / "r" / "b").mkdir()
@@ -518,6 +583,11 @@ def test_arguments_that_do_not_apply(tmp_path):
         load_dataset(path, labels=path)
     with pytest.raises(TypeError, match="label_column must be a str or an int"):
         load_dataset(path, label_column=True)
+    np.savez(tmp_path / "a.npz", X=np.ones((2, 2)), y=[0, 1])
+    with pytest.raises(ValueError, match=r"feature_columns= does not apply to an \.npz file"):
+        load_dataset(tmp_path / "a.npz", feature_columns=["a"])
+    with pytest.raises(ValueError, match=r"image_mode= does not apply to a CSV file"):
+        load_dataset(path, image_mode="L")
 
 
 def test_dataset_checks_its_fields():
