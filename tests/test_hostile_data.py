@@ -343,3 +343,10 @@ def test_png_claiming_more_pixels_than_its_bytes_hold_even_without_pillows_limit
     bomb = write(tmp_path / "pets" / "dog" / "bomb.png", png_bytes(60000, 60000))
     line = expect_refusal(train(str(tmp_path / "pets"), tmp_path), names=[bomb], folder=tmp_path)
     assert "claims 60000×60000 = 3600000000 pixels" in line
+
+
+def test_predict_output_is_an_image_of_the_data_folder(tmp_path, csv_model):
+    model, _ = csv_model
+    image = small_png(tmp_path / "imgs" / "a.png")
+    argv = ["predict", "--model", model, "--data", str(tmp_path / "imgs"), "--output", image]
+    expect_refusal(argv, names=[image, "--data"], folder=tmp_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from crossent._atomic import write_text_atomic
+from crossent.data import IMAGE_SUFFIXES
 from crossent.metrics import classification_metrics, prediction_entropy
 from crossent.report import write_report
 
@@ -102,24 +103,35 @@ def predictions_csv(header: list[str], rows: np.ndarray) -> str:
 
 def refuse_output_among_inputs(output: str | None, inputs: dict[str, str | None]) -> None:
     """Refuse an ``--output`` that is one of the input files (also through a symbolic or
-    hard link), which writing the output would replace.
+    hard link), or an image of an input folder, which writing the output would replace.
 
     ``inputs`` maps each option (``"--data"``) to the path it was given, or None.
     """
-    if output is None or not os.path.exists(output):
+    if output is None or not os.path.isfile(output):
         return
     for option, path in inputs.items():
-        if path is None or path == "digits" or not os.path.isfile(path):
+        if path is None or path == "digits" or not os.path.exists(path):
             continue
-        try:
-            same = os.path.samefile(output, path)
-        except OSError:
-            continue
-        if same:
+        if os.path.isdir(path):
+            if _is_image_below(output, path):
+                raise CommandError(
+                    f"{output}: is an image of the {option} folder {path}; writing predictions "
+                    "would replace it, choose another --output"
+                )
+        elif os.path.samefile(output, path):
             raise CommandError(
                 f"{output}: is the {option} file {path}; writing predictions would replace it, "
                 "choose another --output"
             )
+
+
+def _is_image_below(file: str, folder: str) -> bool:
+    """Whether ``file`` is an image that loading ``folder`` reads (in it or a sub-folder)."""
+    if Path(file).suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    parent = Path(os.path.realpath(file)).parent
+    root = Path(os.path.realpath(folder))
+    return parent == root or parent.parent == root
 
 
 def run_predict(args: argparse.Namespace, argv: list[str]) -> int:
