@@ -350,3 +350,16 @@ def test_predict_output_is_an_image_of_the_data_folder(tmp_path, csv_model):
     image = small_png(tmp_path / "imgs" / "a.png")
     argv = ["predict", "--model", model, "--data", str(tmp_path / "imgs"), "--output", image]
     expect_refusal(argv, names=[image, "--data"], folder=tmp_path)
+
+
+def test_idx_with_too_many_dimensions(tmp_path):
+    path = write(tmp_path / "d-images-idx3-ubyte", idx_bytes(0x08, (0,) * 70, b""))
+    line = expect_refusal(train(path, tmp_path), names=[path], folder=tmp_path)
+    assert "an IDX array of 70 dimensions" in line
+
+
+def test_a_device_is_not_read_until_memory_runs_out(tmp_path):
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    path = str(tmp_path / "zero.csv")
+    line = expect_refusal(train(path, tmp_path), names=[path], folder=tmp_path)
+    assert "not a regular file" in line

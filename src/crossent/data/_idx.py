@@ -50,6 +50,11 @@ def _read_idx(path: Path, name: str) -> np.ndarray:
         if not is_idx_magic(magic):
             raise DataError(f"{name}: not an IDX file (magic number {magic.hex() or 'missing'})")
         dtype, ndim = IDX_DTYPES[magic[2]], magic[3]
+        if ndim > 4:
+            raise DataError(
+                f"{name}: an IDX array of {ndim} dimensions; expected labels (n,), features "
+                "(n, d) or images (n, h, w) or (n, h, w, c)"
+            )
         dims_bytes = stream.read(4 * ndim)
         if len(dims_bytes) != 4 * ndim:
             raise DataError(f"{name}: truncated IDX header ({ndim} dimensions announced)")

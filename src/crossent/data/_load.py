@@ -225,6 +225,8 @@ def _detect(path: Path, name: str) -> str:
             raise FileNotFoundError(name)
         if path.is_dir():
             return "folder"
+        if not path.is_file():  # a device or a pipe: no size to check claims against
+            raise DataError(f"{name}: not a regular file or folder")
         with open(path, "rb") as f:
             head = f.read(4)
         if not head:
