@@ -255,11 +255,15 @@ def test_csv_with_two_candidate_label_columns(tmp_path):
     assert "columns 'Target' and 'y' could each be the labels" in line
 
 
-def test_empty_folder(tmp_path):
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_empty_folder(tmp_path, csv_model, command):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
     path = str(tmp_path / "empty")
-    line = expect_refusal(train(path, tmp_path), names=[path], folder=tmp_path)
-    assert "found 0 class folder(s)" in line
+    given = {"train": ["--out", str(tmp_path / "out")], "predict": ["--model", csv_model[0]]}
+    argv = [command, "--data", path, *given[command]]
+    line = expect_refusal(argv, names=[path], folder=tmp_path)
+    assert "an empty folder: no images (.png, .jpg" in line
 
 
 def test_flat_image_folder_cannot_train(tmp_path):

@@ -114,7 +114,11 @@ def load_folder(
     with reading(name):
         class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and p.name[:1] != ".")
         loose = _image_files(path)
-    if not class_dirs and loose:
+    if not class_dirs and not loose:
+        raise DataError(
+            f"{name}: an empty folder: no images ({', '.join(IMAGE_SUFFIXES)}) and no class folders"
+        )
+    if not class_dirs:
         if require_labels:
             raise DataError(
                 f"{name}: {len(loose)} image(s) and no class folders, so no labels (labels "
