@@ -216,3 +216,12 @@ def test_npz_without_y(tmp_path, species):
     unlabelled, _ = predict(model, tmp_path / "x.npz")
     labelled, _ = predict(model, model.parent.parent / "train.csv")
     assert unlabelled == labelled
+
+
+def test_csv_with_duplicate_feature_names_is_read_by_position(tmp_path):
+    X, y = blobs(d=2)
+    rows = [f"{a!r},{b!r},{k}" for (a, b), k in zip(X.tolist(), y.tolist(), strict=True)]
+    (tmp_path / "dup.csv").write_text("a,a,label\n" + "\n".join(rows) + "\n")
+    model = train(tmp_path / "dup.csv", tmp_path / "out")
+    lines, _ = predict(model, tmp_path / "dup.csv")
+    assert lines[1:] == reference_labels(model, X)

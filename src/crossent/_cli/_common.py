@@ -87,7 +87,12 @@ def _model_hints(source: str, model: LoadedModel) -> dict[str, Any]:
     """The :func:`load_dataset` arguments that make ``source`` look as the model expects."""
     kind = source_kind(source)
     names = model.metadata.get("feature_names")
-    if kind == "csv" and isinstance(names, list) and all(isinstance(n, str) for n in names):
+    if (
+        kind == "csv"
+        and isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names) > 0
+    ):  # by name where names identify the columns, else by position
         return {"feature_columns": names}
     shape = model.image_shape
     if kind in ("folder", "image") and shape is not None and len(shape) >= 2:
