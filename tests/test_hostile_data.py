@@ -367,3 +367,19 @@ def test_a_device_is_not_read_until_memory_runs_out(tmp_path):
     path = str(tmp_path / "zero.csv")
     line = expect_refusal(train(path, tmp_path), names=[path], folder=tmp_path)
     assert "not a regular file" in line
+
+
+def test_images_too_many_for_memory(tmp_path, monkeypatch):
+    small_png(tmp_path / "pets" / "cat" / "a.png")
+    small_png(tmp_path / "pets" / "dog" / "b.png")
+    real_empty = np.empty
+
+    def no_memory(shape, *args, **kwargs):  # as np.empty does for more than there is
+        if shape == (2, 16):
+            raise MemoryError
+        return real_empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", no_memory)
+    path = str(tmp_path / "pets")
+    line = expect_refusal(train(path, tmp_path), names=[path], folder=tmp_path)
+    assert "2 images of shape (4, 4) need 128 bytes" in line

@@ -175,7 +175,14 @@ def load_images(
     image_shape = (height, width, 3) if colour else (height, width)
     _warn_converted(headers, name, size, colour, image_shape)
 
-    X = np.empty((len(headers), math.prod(image_shape)), dtype=np.float32)  # (n, h·w·c)
+    n_values = len(headers) * math.prod(image_shape)
+    try:
+        X = np.empty((len(headers), math.prod(image_shape)), dtype=np.float32)  # (n, h·w·c)
+    except MemoryError:
+        raise DataError(
+            f"{name}: {len(headers)} images of shape {image_shape} need {4 * n_values} bytes "
+            "as float32, more memory than there is"
+        ) from None
     kept: list[str | None] = []
     for file, label, _, _, _ in headers:  # pass 2: decode
         try:
