@@ -110,6 +110,14 @@ def test_npz_without_y(tmp_path):
         load_dataset(tmp_path / "x.npz")
 
 
+def test_npz_compressed(tmp_path, rng):
+    X, y = rng.standard_normal((7, 3)).astype(np.float32), np.arange(7)
+    np.savez_compressed(tmp_path / "c.npz", X=X, y=y)
+    ds = load_dataset(tmp_path / "c.npz")
+    np.testing.assert_array_equal(ds.X, X)
+    np.testing.assert_array_equal(ds.y, y)
+
+
 @pytest.mark.parametrize(
     ("arrays", "match"),
     [
@@ -162,14 +170,14 @@ def write_csv(path, text):
     return path
 
 
-def test_csv_string_labels_in_last_column(tmp_path):
+def test_csv_string_labels_by_name(tmp_path):
     path = write_csv(tmp_path / "s.csv", "a,b,kind\n1,2.5,cat\n-3,1e2,dog\n0,0,cat\n")
-    ds = load_dataset(path)
+    ds = load_dataset(path, label_column="kind")
     np.testing.assert_array_equal(ds.X, [[1, 2.5], [-3, 100], [0, 0]])
     assert ds.X.dtype == np.float64
     assert ds.y.tolist() == ["cat", "dog", "cat"] and ds.y.dtype.kind == "U"
     assert ds.feature_names == ["a", "b"] and ds.image_shape is None
-    assert ds.name == str(path)
+    assert ds.name == str(path) and ds.label_name == "kind"
 
 
 def test_csv_int_labels_by_name_and_by_index(tmp_path):
@@ -193,12 +201,38 @@ def test_csv_label_column_named_label_is_found_anywhere(tmp_path):
 def test_csv_without_labels(tmp_path):
     path = write_csv(tmp_path / "u.csv", "a,b\n1,2\n3,4\n")
     ds = load_dataset(path, require_labels=False)
-    assert ds.y is None and ds.feature_names == ["a", "b"]
+    assert ds.y is None and ds.feature_names == ["a", "b"] and ds.label_name is None
     np.testing.assert_array_equal(ds.X, [[1, 2], [3, 4]])
     assert ds.summary().endswith("unlabelled")
     path = write_csv(tmp_path / "v.csv", "a,y,b\n1,x,2\n3,z,4\n")
     ds = load_dataset(path, require_labels=False)
     assert ds.y.tolist() == ["x", "z"] and ds.feature_names == ["a", "b"]
+
+
+@pytest.mark.parametrize("label", ["label", "Target", "CLASS", "y"])
+def test_csv_label_column_found_by_its_usual_names(tmp_path, label):
+    path = write_csv(tmp_path / "n.csv", f"a,{label},b\n1,x,2\n3,z,4\n")
+    ds = load_dataset(path)
+    assert ds.y.tolist() == ["x", "z"] and ds.feature_names == ["a", "b"]
+    assert ds.label_name == label
+
+
+def test_csv_feature_columns_by_name(tmp_path):
+    path = write_csv(tmp_path / "f.csv", "id,b,kind,a\nr1,2,,1\nr2,4,,3\n")
+    ds = load_dataset(path, feature_columns=["a", "b"], require_labels=False)
+    np.testing.assert_array_equal(ds.X, [[1, 2], [3, 4]])
+    assert ds.feature_names == ["a", "b"] and ds.y is None  # 'id', 'kind' not read
+    path = write_csv(tmp_path / "g.csv", "id,b,kind,a\nr1,2,cat,1\nr2,4,dog,3\n")
+    ds = load_dataset(path, feature_columns=["b"], label_column="kind")
+    assert ds.y.tolist() == ["cat", "dog"] and ds.X.tolist() == [[2], [4]]
+    with pytest.raises(DataError, match=r"g\.csv: line 1: no feature column named 'c'"):
+        load_dataset(path, feature_columns=["a", "c"], require_labels=False)
+    with pytest.raises(DataError, match=r"g\.csv: line 1: column 'kind' is the labels"):
+        load_dataset(path, feature_columns=["kind"], label_column="kind")
+    with pytest.raises(TypeError, match="feature_columns must be a sequence of str"):
+        load_dataset(path, feature_columns="a")
+    with pytest.raises(ValueError, match="feature_columns must be distinct"):
+        load_dataset(path, feature_columns=["a", "a"])
 
 
 def test_csv_quotes_blank_lines_crlf_bom_and_gzip(tmp_path):
@@ -217,7 +251,7 @@ def test_csv_many_rows_cross_chunk_boundaries(tmp_path, rng):
     X = rng.standard_normal((9000, 3))
     y = rng.integers(0, 5, 9000)
     rows = zip(X.tolist(), y.tolist(), strict=True)
-    lines = ["f0,f1,f2,c"] + [f"{a!r},{b!r},{c!r},{k}" for (a, b, c), k in rows]
+    lines = ["f0,f1,f2,Class"] + [f"{a!r},{b!r},{c!r},{k}" for (a, b, c), k in rows]
     ds = load_dataset(write_csv(tmp_path / "big.csv", "\n".join(lines)))
     np.testing.assert_array_equal(ds.X, X)
     np.testing.assert_array_equal(ds.y, y)
@@ -232,15 +266,15 @@ def test_csv_many_rows_cross_chunk_boundaries(tmp_path, rng):
         ("a,b,label\n1,2,x\n3,oops,y\n", {}, "line 3: column 'b' has 'oops', which is not a num"),
         ("a,b,label\n1,2,x\n\n3,,y\n", {}, "line 4: column 'b' is empty"),
         ("a,b,c\n1,2,3\n", {"label_column": "kind"}, "line 1: no column named 'kind'"),
-        ("a,b,c\n1,2,3\n", {"label_column": 3}, "line 1: label_column 3 is out of range"),
-        ("a,b,c\n1,2,3\n4,5\n", {}, "line 3: 2 fields, the header has 3"),
-        ("a,b,c\n1,2,3\n4,5,6,7\n", {}, "line 3: 4 fields, the header has 3"),
-        ("a,b,c\n1,2,3\n4,nan,6\n", {}, "line 3: column 'b' is nan; features must be finite"),
-        ("a,b,c\n1,inf,3\n", {}, "line 2: column 'b' is inf; features must be finite"),
-        ("a,b,c\n1,2,3\n4,5, \n", {}, "line 3: empty label in column 'c'"),
-        ('a,b,c\n1,"2"x,3\n', {}, "line 2: ',' expected after '\"'"),
-        ("c\n1\n", {}, "line 1: no feature columns"),
-        ('a,b,c\n1,2,"3\n', {}, "line 2: unexpected end of data"),
+        ("a,b,c\n1,2,3\n", {"label_column": 3}, "line 1: label column 3 is out of range"),
+        ("a,b,label\n1,2,3\n4,5\n", {}, "line 3: 2 fields, the header has 3"),
+        ("a,b,label\n1,2,3\n4,5,6,7\n", {}, "line 3: 4 fields, the header has 3"),
+        ("a,b,label\n1,2,3\n4,nan,6\n", {}, "line 3: column 'b' is nan; features must be finite"),
+        ("a,b,label\n1,inf,3\n", {}, "line 2: column 'b' is inf; features must be finite"),
+        ("a,b,label\n1,2,3\n4,5, \n", {}, "line 3: empty label in column 'label'"),
+        ('a,b,label\n1,"2"x,3\n', {}, "line 2: ',' expected after '\"'"),
+        ("Class\n1\n", {}, "line 1: no feature columns"),
+        ('a,b,label\n1,2,"3\n', {}, "line 2: unexpected end of data"),
     ],
 )
 def test_csv_bad_content(tmp_path, text, kwargs, match):
@@ -350,7 +384,10 @@ def test_image_folder_grayscale_with_resizing(tmp_path, rng):
     write_png(root / "a_square" / "z.png", odd)
     (root / "a_square" / "notes.txt").write_text("ignored")
     (root / "a_square" / ".hidden.png").write_bytes(b"ignored")
-    ds = load_dataset(root)
+    with pytest.warns(
+        UserWarning, match=r"shapes: 1 of 3 images converted to 6×4 L \(image shape \(4, 6\)\)"
+    ):
+        ds = load_dataset(root)
     assert ds.image_shape == (4, 6) and ds.X.shape == (3, 24) and ds.X.dtype == np.float32
     assert ds.y.tolist() == ["a_square", "b_circle", "b_circle"]
     resized = Image.fromarray(odd).resize((6, 4), Image.Resampling.BILINEAR)
@@ -366,7 +403,8 @@ def test_image_folder_any_colour_makes_all_rgb(tmp_path, rng):
     rgba = rng.integers(0, 256, (3, 3, 4), dtype=np.uint8)
     (root / "2").mkdir()
     Image.fromarray(rgba).save(root / "2" / "t.png")
-    ds = load_dataset(root)
+    with pytest.warns(UserWarning, match=r"mixed: 2 of 3 images converted to 3×3 RGB"):
+        ds = load_dataset(root)
     assert ds.image_shape == (3, 3, 3) and ds.X.shape == (3, 27)
     assert ds.y.dtype == np.int64 and ds.y.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(ds.X[0], scaled(np.repeat(grey[..., None], 3, axis=2)))
@@ -381,7 +419,8 @@ def test_image_folder_explicit_size_and_formats(tmp_path, rng):
     (root / "y").mkdir()
     Image.fromarray(pixels).save(root / "x" / "a.bmp")
     Image.fromarray(pixels).save(root / "y" / "b.gif")  # palette of greys → still grayscale
-    ds = load_dataset(root, image_size=(2, 3))
+    with pytest.warns(UserWarning, match=r"fmt: 2 of 2 images converted to 2×3 L"):
+        ds = load_dataset(root, image_size=(2, 3))
     assert ds.image_shape == (3, 2)
     expected = Image.fromarray(pixels).resize((2, 3), Image.Resampling.BILINEAR)
     np.testing.assert_array_equal(ds.X[0], scaled(np.asarray(expected)))
@@ -391,7 +430,8 @@ def test_image_folder_16_bit_grayscale(tmp_path):
     root = tmp_path / "deep"
     write_png(root / "a" / "a.png", np.array([[0, 1000, 65535]], dtype=np.uint16))
     write_png(root / "b" / "b.png", np.array([[0, 255, 128]], dtype=np.uint8))
-    ds = load_dataset(root)
+    with pytest.warns(UserWarning, match=r"deep: 1 of 2 images converted to 3×1 L"):
+        ds = load_dataset(root)
     expected = np.array([0, 1000, 65535], dtype=np.float32) / np.float32(65535)
     np.testing.assert_array_equal(ds.X[0], expected)
     np.testing.assert_array_equal(ds.X[1], scaled([0, 255, 128]))
@@ -401,6 +441,37 @@ def test_image_folder_needs_two_classes(tmp_path, rng):
     write_png(tmp_path / "one" / "only" / "a.png", rng.integers(0, 256, (2, 2), dtype=np.uint8))
     with pytest.raises(DataError, match=r"one: found 1 class folder\(s\) \('only'\).*two"):
         load_dataset(tmp_path / "one")
+
+
+def test_images_without_class_folders_are_unlabelled(tmp_path, rng):
+    a = write_png(tmp_path / "flat" / "a.png", rng.integers(0, 256, (2, 3), dtype=np.uint8))
+    b = write_png(tmp_path / "flat" / "b.png", rng.integers(0, 256, (2, 3), dtype=np.uint8))
+    ds = load_dataset(tmp_path / "flat", require_labels=False)
+    assert ds.y is None and ds.image_shape == (2, 3)
+    np.testing.assert_array_equal(ds.X, [scaled(a), scaled(b)])
+    one = load_dataset(tmp_path / "flat" / "b.png", require_labels=False)
+    np.testing.assert_array_equal(one.X, [scaled(b)])
+    with pytest.raises(DataError, match=r"flat: 2 image\(s\) and no class folders.*require_l"):
+        load_dataset(tmp_path / "flat")
+    with pytest.raises(DataError, match=r"b\.png: a single image has no label"):
+        load_dataset(tmp_path / "flat" / "b.png")
+
+
+def test_one_class_folder_without_labels_required(tmp_path, rng):
+    write_png(tmp_path / "one" / "only" / "a.png", rng.integers(0, 256, (2, 2), dtype=np.uint8))
+    assert load_dataset(tmp_path / "one", require_labels=False).y.tolist() == ["only"]
+
+
+def test_image_mode_and_size_asked_for(tmp_path, rng):
+    grey = write_png(tmp_path / "g.png", rng.integers(0, 256, (2, 2), dtype=np.uint8))
+    ds = load_dataset(tmp_path / "g.png", require_labels=False, image_mode="RGB")
+    assert ds.image_shape == (2, 2, 3)
+    np.testing.assert_array_equal(ds.X[0], scaled(np.repeat(grey[..., None], 3, axis=2)))
+    with pytest.warns(UserWarning, match=r"g\.png: 1 of 1 images converted to 4×2 L"):
+        ds = load_dataset(tmp_path / "g.png", require_labels=False, image_size=(4, 2))
+    assert ds.image_shape == (2, 4)
+    with pytest.raises(ValueError, match="image_mode must be 'L' or 'RGB'"):
+        load_dataset(tmp_path / "g.png", require_labels=False, image_mode="CMYK")
 
 
 def test_image_folder_empty_class(tmp_path, rng):
@@ -512,6 +583,11 @@ def test_arguments_that_do_not_apply(tmp_path):
         load_dataset(path, labels=path)
     with pytest.raises(TypeError, match="label_column must be a str or an int"):
         load_dataset(path, label_column=True)
+    np.savez(tmp_path / "a.npz", X=np.ones((2, 2)), y=[0, 1])
+    with pytest.raises(ValueError, match=r"feature_columns= does not apply to an \.npz file"):
+        load_dataset(tmp_path / "a.npz", feature_columns=["a"])
+    with pytest.raises(ValueError, match=r"image_mode= does not apply to a CSV file"):
+        load_dataset(path, image_mode="L")
 
 
 def test_dataset_checks_its_fields():

@@ -13,8 +13,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from crossent.data import DataError, Dataset, load_dataset
+from crossent.data._load import source_kind
+
+if TYPE_CHECKING:
+    from ._model import LoadedModel
 
 _INDEX = re.compile(r"[+-]?\d+")
 _MISPLACED = re.compile(r"(\w+)= does not apply to (.+)")
@@ -30,16 +35,28 @@ def warn(message: str) -> None:
     print(f"crossent: warning: {message}", file=sys.stderr)
 
 
-def load_data(args: argparse.Namespace, *, require_labels: bool) -> Dataset:
+def load_data(
+    args: argparse.Namespace, *, require_labels: bool, model: LoadedModel | None = None
+) -> Dataset:
     """Load ``--data`` with ``--label-column``, ``--labels`` and ``--skip-bad-images``.
 
     An integer ``--label-column`` is a 0-based column index (negative counts from the end);
-    anything else is a header name. Images skipped by ``--skip-bad-images`` are reported
-    as warnings on stderr.
+    anything else is a header name. Given the ``model`` the data is for, a CSV's features
+    are the columns the model was trained on, by name (other columns, such as the labels
+    the model was trained with, are not read; where labels are needed, the model's
+    ``label_column`` is the default), and images are converted to the model's size and
+    mode.
+    Images skipped by ``--skip-bad-images`` and images converted to one size or mode are
+    reported as warnings on stderr. The library's faults are reworded to name the
+    command's options (``--label-column NAME``, not ``label_column=NAME``).
     """
     label_column: str | int | None = args.label_column
     if isinstance(label_column, str) and _INDEX.fullmatch(label_column.strip()):
         label_column = int(label_column)
+    hints = {} if model is None else _model_hints(args.data, model)
+    if label_column is None and require_labels and "feature_columns" in hints:
+        trained_on = model.metadata.get("label_column") if model is not None else None
+        label_column = trained_on if isinstance(trained_on, str) else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
@@ -49,9 +66,10 @@ def load_data(args: argparse.Namespace, *, require_labels: bool) -> Dataset:
                 labels=args.labels,
                 require_labels=require_labels,
                 on_bad_image="skip" if args.skip_bad_images else "error",
+                **hints,
             )
-        except DataError:
-            raise
+        except DataError as exc:
+            raise _with_options(exc, args.command) from None
         except ValueError as exc:  # "labels= does not apply to a CSV file": name the option
             misplaced = _MISPLACED.fullmatch(str(exc))
             if misplaced is None:
@@ -65,10 +83,43 @@ def load_data(args: argparse.Namespace, *, require_labels: bool) -> Dataset:
     return data
 
 
-def need_labels(data: Dataset) -> None:
+def _model_hints(source: str, model: LoadedModel) -> dict[str, Any]:
+    """The :func:`load_dataset` arguments that make ``source`` look as the model expects."""
+    kind = source_kind(source)
+    names = model.metadata.get("feature_names")
+    if (
+        kind == "csv"
+        and isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names) > 0
+    ):  # by name where names identify the columns, else by position
+        return {"feature_columns": names}
+    shape = model.image_shape
+    if kind in ("folder", "image") and shape is not None and len(shape) >= 2:
+        mode = "RGB" if len(shape) == 3 and shape[2] == 3 else "L"
+        return {"image_size": (shape[1], shape[0]), "image_mode": mode}
+    return {}
+
+
+_OPTIONS = {"label_column": "--label-column", "labels": "--labels"}
+
+
+def _with_options(exc: DataError, command: str) -> DataError:
+    """``exc`` with its remedies as the command's options; a remedy without an option
+    (``require_labels=False``) means that ``command`` needs labels, which it says."""
+    options = [f"{_OPTIONS[p]} {value}" for p, value in exc.remedies if p in _OPTIONS]
+    if any(p == "require_labels" for p, _ in exc.remedies):
+        needs = f"{command} needs labels"
+        remedy = f"{needs}: pass {' or '.join(options)}" if options else needs
+    else:
+        remedy = f"pass {' or '.join(options)}" if options else ""
+    return DataError(f"{exc.fault}; {remedy}" if remedy else exc.fault)
+
+
+def need_labels(data: Dataset, command: str = "train") -> None:
     """Refuse unlabelled data (training and evaluation need labels)."""
     if data.y is None:
-        raise DataError(f"{data.name}: no labels")
+        raise DataError(f"{data.name}: no labels; {command} needs labels")
 
 
 class OutputDir:

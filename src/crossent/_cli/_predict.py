@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from crossent._atomic import write_text_atomic
+from crossent.data import IMAGE_SUFFIXES
 from crossent.metrics import classification_metrics, prediction_entropy
 from crossent.report import write_report
 
-from ._common import OutputDir, load_data, need_labels
+from ._common import CommandError, OutputDir, load_data, need_labels
 from ._model import label_indices, load_classifier
 from ._summary import (
     cross_entropy_lines,
@@ -30,8 +32,8 @@ EVALUATION_FILE = "evaluation.html"
 
 def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     model = load_classifier(args.model)
-    data = load_data(args, require_labels=True)
-    need_labels(data)
+    data = load_data(args, require_labels=True, model=model)
+    need_labels(data, "evaluate")
     model.check_data(data)
     y_index = label_indices(data, model.classes, f"the model {model.path}")
     log_proba = model.log_proba(data.X)  # (n, C)
@@ -99,9 +101,45 @@ def predictions_csv(header: list[str], rows: np.ndarray) -> str:
     return buffer.getvalue()
 
 
+def refuse_output_among_inputs(output: str | None, inputs: dict[str, str | None]) -> None:
+    """Refuse an ``--output`` that is one of the input files (also through a symbolic or
+    hard link), or an image of an input folder, which writing the output would replace.
+
+    ``inputs`` maps each option (``"--data"``) to the path it was given, or None.
+    """
+    if output is None or not os.path.isfile(output):
+        return
+    for option, path in inputs.items():
+        if path is None or path == "digits" or not os.path.exists(path):
+            continue
+        if os.path.isdir(path):
+            if _is_image_below(output, path):
+                raise CommandError(
+                    f"{output}: is an image of the {option} folder {path}; writing predictions "
+                    "would replace it, choose another --output"
+                )
+        elif os.path.samefile(output, path):
+            raise CommandError(
+                f"{output}: is the {option} file {path}; writing predictions would replace it, "
+                "choose another --output"
+            )
+
+
+def _is_image_below(file: str, folder: str) -> bool:
+    """Whether ``file`` is an image that loading ``folder`` reads (in it or a sub-folder)."""
+    if Path(file).suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    parent = Path(os.path.realpath(file)).parent
+    root = Path(os.path.realpath(folder))
+    return parent == root or parent.parent == root
+
+
 def run_predict(args: argparse.Namespace, argv: list[str]) -> int:
+    refuse_output_among_inputs(
+        args.output, {"--data": args.data, "--model": args.model, "--labels": args.labels}
+    )
     model = load_classifier(args.model)
-    data = load_data(args, require_labels=False)
+    data = load_data(args, require_labels=False, model=model)
     model.check_data(data)
     if args.proba:
         text = predictions_csv([str(c) for c in model.classes.tolist()], model.proba(data.X))

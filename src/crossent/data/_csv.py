@@ -21,15 +21,16 @@ def _open_csv(path: Path, name: str) -> IO[str]:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _count_line_breaks(path: Path, name: str) -> int:
-    """An upper bound on the number of records: line breaks + 1."""
+def _count_records(path: Path, name: str) -> tuple[int, int]:
+    """Upper bounds on the records: (line breaks + 1, bytes of text)."""
     opener: Callable[..., Any] = gzip.open if name.lower().endswith(".gz") else open
-    n_lf = n_cr = 0
+    n_lf = n_cr = n_bytes = 0
     with opener(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             n_lf += chunk.count(b"\n")
             n_cr += chunk.count(b"\r")
-    return max(n_lf, n_cr) + 1
+            n_bytes += len(chunk)
+    return max(n_lf, n_cr) + 1, n_bytes
 
 
 def _first_non_utf8_line(path: Path, name: str) -> int:
@@ -42,6 +43,10 @@ def _first_non_utf8_line(path: Path, name: str) -> int:
             except UnicodeDecodeError:
                 return number
     return 0
+
+
+LABEL_NAMES = ("label", "target", "class", "y")
+"""Header names (case-insensitive) taken as the label column when none is named."""
 
 
 def _label_index(
@@ -60,25 +65,62 @@ def _label_index(
     if isinstance(label_column, int):
         if not -n_cols <= label_column < n_cols:
             raise DataError(
-                f"{name}: line 1: label_column {label_column} is out of range "
-                f"for the header's {n_cols} columns"
+                f"{name}: line 1: label column {label_column} is out of range for the header's "
+                f"{n_cols} columns (0 to {n_cols - 1}, or -{n_cols} to -1 from the end)"
             )
         return label_column % n_cols
-    named = [i for i, h in enumerate(header) if h.lower() in ("label", "y")]
-    if len(named) == 1:
+    named = [i for i, h in enumerate(header) if h.lower() in LABEL_NAMES]
+    if len(named) > 1:
+        both = " and ".join(repr(header[i]) for i in named)
+        raise DataError(
+            f"{name}: line 1: columns {both} could each be the labels; choose one",
+            [("label_column", "NAME")],
+        )
+    if named:
         return named[0]
-    return n_cols - 1 if require_labels else None
+    if require_labels:
+        raise DataError(
+            f"{name}: line 1: no label column (none is named {', '.join(LABEL_NAMES)})",
+            [("label_column", "NAME"), ("require_labels", "False")],
+        )
+    return None
+
+
+def _feature_indices(
+    header: list[str], label_index: int | None, features: list[str] | None, name: str
+) -> list[int]:
+    """Columns read as features: ``features`` by name (in that order), else all but labels."""
+    if features is None:
+        return [i for i in range(len(header)) if i != label_index]
+    where = {h: i for i, h in reversed(list(enumerate(header)))}
+    missing = [f for f in features if f not in where]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"{name}: line 1: no feature column named {missing[0]!r}{more}")
+    twice = [f for f in features if header.count(f) > 1]
+    if twice:
+        raise DataError(f"{name}: line 1: {header.count(twice[0])} columns named {twice[0]!r}")
+    indices = [where[f] for f in features]
+    if label_index in indices:
+        raise DataError(f"{name}: line 1: column {header[label_index]!r} is the labels")
+    return indices
 
 
 def load_csv(
-    path: Path, name: str, label_column: str | int | None, require_labels: bool
+    path: Path,
+    name: str,
+    label_column: str | int | None,
+    require_labels: bool,
+    features: list[str] | None = None,
 ) -> Dataset:
     with reading(name):
-        capacity = _count_line_breaks(path, name)
+        n_lines, n_bytes = _count_records(path, name)
         with _open_csv(path, name) as f:
             reader = csv.reader(f, strict=True)
             try:
-                return _parse_csv(reader, capacity, name, label_column, require_labels)
+                return _parse_csv(
+                    reader, (n_lines, n_bytes), name, label_column, require_labels, features
+                )
             except UnicodeDecodeError:
                 line = _first_non_utf8_line(path, name)
                 raise DataError(f"{name}: line {line}: not UTF-8 text") from None
@@ -87,15 +129,29 @@ def load_csv(
 
 
 def _parse_csv(
-    reader: Any, capacity: int, name: str, label_column: str | int | None, require_labels: bool
+    reader: Any,
+    size: tuple[int, int],
+    name: str,
+    label_column: str | int | None,
+    require_labels: bool,
+    features: list[str] | None,
 ) -> Dataset:
     header = [h.strip() for h in next(reader, [])]
     if not header:
         raise DataError(f"{name}: line 1: the header row is empty")
-    label_index = _label_index(header, label_column, require_labels, name)
-    feature_names = [h for i, h in enumerate(header) if i != label_index]
+    label_index = None
+    if features is None or require_labels or label_column is not None:
+        label_index = _label_index(header, label_column, require_labels, name)
+    columns = _feature_indices(header, label_index, features, name)
+    feature_names = [header[i] for i in columns]
     if not feature_names:
         raise DataError(f"{name}: line 1: no feature columns besides the label column")
+    # A record has a separator after each of its len(header) fields, and a feature or a
+    # label is at least one character: the bytes bound the records as the line breaks do,
+    # and X takes at most 8·d / (len(header) + d) ≤ 4 bytes per byte of text.
+    n_lines, n_bytes = size
+    min_record = len(header) + len(columns) + (label_index is not None)
+    capacity = min(n_lines, n_bytes // min_record + 1)
     X = np.empty((capacity, len(feature_names)), dtype=np.float64)  # (capacity, d), trimmed
     label_values: list[str] = []
     rows: list[list[str]] = []
@@ -109,13 +165,13 @@ def _parse_csv(
                 f"{name}: line {reader.line_num}: {len(row)} fields, the header has {len(header)}"
             )
         if label_index is not None:
-            label = row.pop(label_index).strip()
+            label = row[label_index].strip()
             if not label:
                 raise DataError(
                     f"{name}: line {reader.line_num}: empty label in column {header[label_index]!r}"
                 )
             label_values.append(label)
-        rows.append(row)
+        rows.append([row[i] for i in columns])
         lines.append(reader.line_num)
         if len(rows) == _CSV_CHUNK_ROWS:
             X, n = _store_block(X, n, rows, lines, feature_names, name)
@@ -125,7 +181,8 @@ def _parse_csv(
         raise DataError(f"{name}: no data rows after the header")
     X = X[:n] if len(X) - n <= 2 else X[:n].copy()
     y = labels_from_strings(label_values) if label_index is not None else None
-    return Dataset(X, y, name, None, feature_names)
+    label_name = None if label_index is None else header[label_index]
+    return Dataset(X, y, name, None, feature_names, label_name)
 
 
 def _store_block(

@@ -6,9 +6,10 @@ import gzip
 import math
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,26 @@ class DataError(ValueError):
 
     The message is one line naming the file and the fault, e.g.
     ``"train.csv: line 7: column 'x2' has 'abc', which is not a number"``.
+
+    Parameters
+    ----------
+    fault : str
+        The message without a remedy.
+    remedies : sequence of (parameter, value) pairs, optional
+        :func:`~crossent.data.load_dataset` arguments that would get past the fault, e.g.
+        ``[("label_column", "NAME")]``. They are appended to the message as
+        ``"; pass label_column=NAME"``; the command names its own options instead
+        (``--label-column NAME``), from :attr:`fault` and :attr:`remedies`.
     """
+
+    def __init__(self, fault: str, remedies: Sequence[tuple[str, str]] = ()) -> None:
+        self.fault = fault
+        self.remedies = tuple(remedies)
+        tried = " or ".join(f"{parameter}={value}" for parameter, value in self.remedies)
+        super().__init__(f"{fault}; pass {tried}" if tried else fault)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.fault, self.remedies))
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +62,8 @@ class Dataset:
         ``(h, w)`` or ``(h, w, 3)`` when each row of ``X`` is a flattened image (C order).
     feature_names : list of str, or None
         The CSV header names of the feature columns.
+    label_name : str, or None
+        The CSV header name of the label column the labels were read from.
 
     Raises
     ------
@@ -63,6 +85,7 @@ class Dataset:
     name: str
     image_shape: tuple[int, ...] | None = None
     feature_names: list[str] | None = None
+    label_name: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -122,6 +145,8 @@ def _validate(ds: Dataset) -> None:
         raise DataError(
             f"{name}: image_shape {ds.image_shape} does not match {X.shape[1]} features"
         )
+    if ds.label_name is not None and not isinstance(ds.label_name, str):
+        raise DataError(f"{name}: label_name must be a str, got {ds.label_name!r}")
     if ds.feature_names is not None and len(ds.feature_names) != X.shape[1]:
         raise DataError(f"{name}: {len(ds.feature_names)} feature names for {X.shape[1]} features")
 

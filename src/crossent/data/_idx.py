@@ -24,36 +24,70 @@ IDX_DTYPES: dict[int, np.dtype[Any]] = {
 
 
 def is_idx_magic(head: bytes) -> bool:
-    return len(head) == 4 and head[:2] == b"\0\0" and head[2] in IDX_DTYPES and head[3] > 0
+    """Whether the first 4 bytes are an IDX magic number (any data type code, which
+    :func:`load_idx` then checks, so that a wrong one is named rather than unrecognised)."""
+    return len(head) == 4 and head[:2] == b"\0\0" and head[3] > 0
+
+
+_READ_CHUNK = 1 << 20  # bytes decompressed at a time
 
 
 def _read_idx(path: Path, name: str) -> np.ndarray:
-    """Read an IDX file (plain or gzip) whose data size must match its header exactly."""
+    """Read an IDX file (plain or gzip) whose data size must match its header exactly.
+
+    Nothing is allocated from the header's claim: a plain file's size is compared with it
+    first, and a gzip stream is decompressed in chunks, stopping as soon as it has more
+    bytes than the header announces.
+    """
     with reading(name), open(path, "rb") as raw:
         gzipped = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         stream: Any = gzip.GzipFile(fileobj=raw) if gzipped else raw
         magic = stream.read(4)
+        if is_idx_magic(magic) and magic[2] not in IDX_DTYPES:
+            codes = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+            raise DataError(f"{name}: unknown IDX data type code 0x{magic[2]:02X} (known: {codes})")
         if not is_idx_magic(magic):
             raise DataError(f"{name}: not an IDX file (magic number {magic.hex() or 'missing'})")
         dtype, ndim = IDX_DTYPES[magic[2]], magic[3]
+        if ndim > 4:
+            raise DataError(
+                f"{name}: an IDX array of {ndim} dimensions; expected labels (n,), features "
+                "(n, d) or images (n, h, w) or (n, h, w, c)"
+            )
         dims_bytes = stream.read(4 * ndim)
         if len(dims_bytes) != 4 * ndim:
             raise DataError(f"{name}: truncated IDX header ({ndim} dimensions announced)")
         dims = struct.unpack(f">{ndim}I", dims_bytes)
         expected = math.prod(dims) * dtype.itemsize
+        data: bytes | bytearray = b""
         if gzipped:
-            data = stream.read(expected)
-            actual = len(data) + sum(len(c) for c in iter(lambda: stream.read(1 << 20), b""))
+            data, actual = _read_at_most(stream, expected)
         else:
             actual = os.fstat(raw.fileno()).st_size - 4 - 4 * ndim
-            data = raw.read(expected) if actual == expected else b""
+            if actual == expected:
+                data = raw.read(expected)
         if actual != expected:
+            more = "more than " if actual > expected + _READ_CHUNK else ""
             raise DataError(
                 f"{name}: IDX header says {expected} bytes of data "
-                f"(dims {'×'.join(map(str, dims))}), file has {actual}"
+                f"(dims {'×'.join(map(str, dims))}), file has {more}{actual}"
             )
     return np.frombuffer(data, dtype=dtype).reshape(dims)
+
+
+def _read_at_most(stream: Any, expected: int) -> tuple[bytearray, int]:
+    """Up to ``expected + 1`` bytes of ``stream``, and its length: exact up to ``expected``
+    plus one chunk, beyond that only "more". Memory grows with the bytes really there."""
+    data = bytearray()
+    while len(data) <= expected:
+        chunk = stream.read(min(_READ_CHUNK, expected + 1 - len(data)) or 1)
+        if not chunk:
+            return data, len(data)
+        data += chunk
+    rest = len(stream.read(_READ_CHUNK))
+    exact = rest < _READ_CHUNK  # else it has even more: stop reading
+    return data, len(data) + rest + (0 if exact else 1)
 
 
 def _idx_label_candidates(path: Path) -> list[Path]:
@@ -92,8 +126,8 @@ def load_idx(path: Path, name: str, labels: Any, require_labels: bool) -> Datase
             if require_labels:
                 looked = ", ".join(c.name for c in candidates) or "no name to derive"
                 raise DataError(
-                    f"{name}: no labels file found (looked for {looked}); pass labels=..., "
-                    "or require_labels=False to load the images alone"
+                    f"{name}: no labels file found (looked for {looked})",
+                    [("labels", "FILE"), ("require_labels", "False")],
                 )
             return Dataset(X, None, name, image_shape)
     labels_name = os.fspath(labels_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from ._builtin import load_digits
 from ._csv import load_csv
 from ._dataset import GZIP_MAGIC, DataError, Dataset, reading
 from ._idx import is_idx_magic, load_idx
-from ._images import load_folder
+from ._images import IMAGE_SUFFIXES, load_folder, load_images
 from ._npz import load_npz
 
 
@@ -25,8 +26,10 @@ def load_dataset(
     image_size: tuple[int, int] | None = None,
     require_labels: bool = True,
     on_bad_image: str = "error",
+    feature_columns: Sequence[str] | None = None,
+    image_mode: str | None = None,
 ) -> Dataset:
-    """Load a data set from a built-in name, a file or a folder of class folders.
+    """Load a data set from a built-in name, a file or a folder of images.
 
     Parameters
     ----------
@@ -47,24 +50,36 @@ def load_dataset(
         - a directory with one sub-folder per class (the folder name is the label; labels
           are int64 if every class name is an integer) holding ``.png``, ``.jpg``,
           ``.jpeg``, ``.bmp`` or ``.gif`` images (not searched recursively; hidden files
-          and other suffixes are ignored).
+          and other suffixes are ignored); or, unlabelled, a directory of such images
+          without sub-folders, or one image file.
     label_column : str or int, optional
         CSV only: the label column, by header name or 0-based index (negative counts from
-        the end). Default: a column named ``label`` or ``y`` if the header has one, else
-        the last column when ``require_labels``, else no labels.
+        the end). Default: the column named ``label``, ``target``, ``class`` or ``y``
+        (case-insensitive) if the header has one; else no labels, which is an error when
+        ``require_labels``. The last column is never guessed.
     labels : str or os.PathLike, optional
         IDX only: the labels file. Default: the images file name with ``images-idx3``
         replaced by ``labels-idx1`` (or ``images`` by ``labels``), with or without ``.gz``.
     image_size : (width, height), optional
-        Image folders only: the size every image is resized to (bilinear). Default: the
+        Images only: the size every image is resized to (bilinear). Default: the
         most common size among the images.
     require_labels : bool, default True
         If False, a source without labels (npz without ``y``, IDX without a labels file,
-        CSV without a label column) loads with ``y=None`` instead of raising.
+        CSV without a label column, a folder of images without class folders, an image
+        file) loads with ``y=None`` instead of raising; a folder of class folders may
+        then hold a single class.
     on_bad_image : {"error", "skip"}, default "error"
-        Image folders only: what to do with an image Pillow cannot read. ``"error"``
+        Images only: what to do with an image Pillow cannot read. ``"error"``
         raises :class:`DataError` naming the file; ``"skip"`` leaves it out and issues a
         :class:`UserWarning` naming the file.
+    feature_columns : sequence of str, optional
+        CSV only: read exactly these columns, by header name and in this order, as the
+        features (e.g. a model's ``feature_names``); other columns are not read. The
+        labels are then read only if ``label_column`` names them or ``require_labels``
+        is True. Default: every column but the label column.
+    image_mode : {"L", "RGB"}, optional
+        Images only: convert every image to grayscale or to RGB. Default: RGB if any
+        image is in colour, else L (see Notes).
 
     Returns
     -------
@@ -75,8 +90,9 @@ def load_dataset(
     Raises
     ------
     DataError
-        If the source is missing, unreadable, empty, of an unknown kind or malformed; the
-        message names the file (and the CSV line) and the fault.
+        If the source is missing, unreadable, empty, of an unknown kind or malformed, or
+        claims more data than it holds; the message names the file (and the CSV line) and
+        the fault, and :attr:`DataError.remedies` the arguments that would help.
     ValueError
         If an argument is invalid or does not apply to this kind of source.
 
@@ -86,7 +102,12 @@ def load_dataset(
     palette of greys) every image is converted to RGB and ``image_shape`` is
     ``(h, w, 3)``, else to grayscale ``L`` with ``image_shape`` ``(h, w)``. Alpha is
     dropped, an animated GIF gives its first frame, 16-bit grayscale is scaled by
-    1/65535.
+    1/65535. Images of mixed sizes or modes are converted with one :class:`UserWarning`
+    (how many, and to what). An image over Pillow's ``Image.MAX_IMAGE_PIXELS`` is refused
+    (a decompression bomb) before it is decoded.
+
+    Sizes that a file claims (an IDX or ``.npy`` header's shape, a CSV's line count) are
+    checked against the bytes really there before anything is allocated from them.
 
     Examples
     --------
@@ -99,27 +120,55 @@ def load_dataset(
         raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
     if image_size is not None:
         image_size = _check_image_size(image_size)
+    if image_mode not in (None, "L", "RGB"):
+        raise ValueError(f"image_mode must be 'L' or 'RGB', got {image_mode!r}")
     if label_column is not None and (
         isinstance(label_column, bool) or not isinstance(label_column, (str, int))
     ):
         raise TypeError(f"label_column must be a str or an int, got {label_column!r}")
+    features = _check_feature_columns(feature_columns)
     if isinstance(source, str) and source == "digits":
-        _only("digits", label_column=label_column, labels=labels, image_size=image_size)
+        _only(
+            "digits",
+            label_column=label_column,
+            labels=labels,
+            image_size=image_size,
+            feature_columns=features,
+            image_mode=image_mode,
+        )
         return load_digits()
     name = os.fspath(source)
     path = Path(name)
-    kind = _detect(path, name)
-    if kind == "folder":
-        _only("an image folder", label_column=label_column, labels=labels)
-        return load_folder(path, name, image_size, on_bad_image)
+    kind = source_kind(source)
+    if kind in ("folder", "image"):
+        what = "an image folder" if kind == "folder" else "an image file"
+        _only(what, label_column=label_column, labels=labels, feature_columns=features)
+        if kind == "folder":
+            return load_folder(path, name, image_size, on_bad_image, require_labels, image_mode)
+        if require_labels:
+            raise DataError(f"{name}: a single image has no label", [("require_labels", "False")])
+        return load_images([(path, None)], name, image_size, on_bad_image, image_mode)
     if kind == "idx":
-        _only("an IDX file", label_column=label_column, image_size=image_size)
+        _only(
+            "an IDX file",
+            label_column=label_column,
+            image_size=image_size,
+            feature_columns=features,
+            image_mode=image_mode,
+        )
         return load_idx(path, name, labels, require_labels)
     if kind == "npz":
-        _only("an .npz file", label_column=label_column, labels=labels, image_size=image_size)
+        _only(
+            "an .npz file",
+            label_column=label_column,
+            labels=labels,
+            image_size=image_size,
+            feature_columns=features,
+            image_mode=image_mode,
+        )
         return load_npz(path, name, require_labels)
-    _only("a CSV file", labels=labels, image_size=image_size)
-    return load_csv(path, name, label_column, require_labels)
+    _only("a CSV file", labels=labels, image_size=image_size, image_mode=image_mode)
+    return load_csv(path, name, label_column, require_labels, features)
 
 
 def _only(kind: str, **given: Any) -> None:
@@ -127,6 +176,17 @@ def _only(kind: str, **given: Any) -> None:
     for arg, value in given.items():
         if value is not None:
             raise ValueError(f"{arg}= does not apply to {kind}")
+
+
+def _check_feature_columns(columns: Any) -> list[str] | None:
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        raise TypeError(f"feature_columns must be a sequence of str, got {columns!r}")
+    columns = [c.strip() for c in columns]
+    if not columns or len(set(columns)) != len(columns):
+        raise ValueError(f"feature_columns must be distinct names, at least one: {columns!r}")
+    return columns
 
 
 def _check_image_size(size: Any) -> tuple[int, int]:
@@ -139,13 +199,34 @@ def _check_image_size(size: Any) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def source_kind(source: str | os.PathLike[str]) -> str:
+    """Which kind of source :func:`load_dataset` sees in ``source``.
+
+    Returns
+    -------
+    str
+        ``"digits"``, ``"folder"``, ``"image"``, ``"idx"``, ``"npz"`` or ``"csv"``.
+
+    Raises
+    ------
+    DataError
+        If ``source`` is missing, unreadable, empty or of an unknown kind.
+    """
+    if isinstance(source, str) and source == "digits":
+        return "digits"
+    name = os.fspath(source)
+    return _detect(Path(name), name)
+
+
 def _detect(path: Path, name: str) -> str:
-    """Which loader reads ``path``: 'folder', 'idx', 'npz' or 'csv'."""
+    """Which loader reads ``path``: 'folder', 'image', 'idx', 'npz' or 'csv'."""
     with reading(name):
         if not path.exists():
             raise FileNotFoundError(name)
         if path.is_dir():
             return "folder"
+        if not path.is_file():  # a device or a pipe: no size to check claims against
+            raise DataError(f"{name}: not a regular file or folder")
         with open(path, "rb") as f:
             head = f.read(4)
         if not head:
@@ -163,8 +244,10 @@ def _detect(path: Path, name: str) -> str:
         return "npz"
     if not gzipped and lower.endswith(".csv"):
         return "csv"
+    if not gzipped and path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
     what = "gzip file" if gzipped else f"file type {path.suffix or '(no suffix)'}"
     raise DataError(
         f"{name}: unknown {what}; expected .csv, .csv.gz, .npz, an IDX file "
-        "(e.g. train-images-idx3-ubyte[.gz]), a folder of class folders, or 'digits'"
+        "(e.g. train-images-idx3-ubyte[.gz]), an image or a folder of images, or 'digits'"
     )

@@ -2,52 +2,100 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from ._dataset import DataError, Dataset, as_float, label_array, reading, scale_ubyte
 
+_NPY_MAGIC = b"\x93NUMPY"
+# The most a member may expand, per compressed byte: deflate's best case is 1032:1; a
+# larger claim is a corrupted or hostile archive, refused before anything is allocated.
+_MAX_EXPANSION = 1032
+_ARCHIVE_FAULTS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
+
 
 def load_npz(path: Path, name: str, require_labels: bool) -> Dataset:
     with reading(name):
+        with open(path, "rb") as f:
+            if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+                raise DataError(f"{name}: a single .npy array, expected an .npz with X and y")
         try:
-            archive = np.load(path, allow_pickle=False)
-        except (ValueError, zipfile.BadZipFile) as exc:
+            archive = zipfile.ZipFile(path)
+        except (*_ARCHIVE_FAULTS, ValueError) as exc:
             raise DataError(f"{name}: not a valid .npz archive ({exc})") from None
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DataError(f"{name}: a single .npy array, expected an .npz with X and y")
         with archive:
-            held = ", ".join(archive.files) or "nothing"
-            if "X" not in archive.files:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            held = ", ".join(members) or "nothing"
+            if "X" not in members:
                 raise DataError(f"{name}: no array 'X' (the archive holds: {held})")
-            raw_X = _npz_member(archive, "X", name)
-            raw_y = _npz_member(archive, "y", name) if "y" in archive.files else None
+            disk_size = path.stat().st_size
+            raw_X = _npz_member(archive, members["X"], "X", name, disk_size)
+            raw_y = None
+            if "y" in members:
+                raw_y = _npz_member(archive, members["y"], "y", name, disk_size)
     if raw_y is None and require_labels:
         raise DataError(
-            f"{name}: no array 'y' with the labels (the archive holds: {held}); "
-            "pass require_labels=False to load the features alone"
+            f"{name}: no array 'y' with the labels (the archive holds: {held})",
+            [("require_labels", "False")],
         )
     X, image_shape = _npz_features(raw_X, name)
     y = None if raw_y is None else label_array(raw_y, name, "array 'y'")
     return Dataset(X, y, name, image_shape)
 
 
-def _npz_member(archive: Any, key: str, name: str) -> np.ndarray:
+def _npz_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, name: str, disk_size: int
+) -> np.ndarray:
+    """One ``.npy`` member, read without unpickling once its header's claim (shape and
+    dtype) is checked against the member's size, and that size against the bytes on disk."""
+    what = f"{name}: array {key!r}"
+    if info.compress_size > disk_size or info.file_size > _MAX_EXPANSION * max(
+        info.compress_size, 1
+    ):
+        raise DataError(
+            f"{what} claims {info.file_size} bytes from {info.compress_size} compressed in a "
+            f"{disk_size}-byte file; the archive is corrupted"
+        )
     try:
-        return np.asarray(archive[key])
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+        with archive.open(info) as member:
+            shape, dtype = _npy_header(member, what)
+            available = info.file_size - member.tell()
+        if dtype.hasobject:
             raise DataError(
-                f"{name}: array {key!r} is an object array; crossent loads .npz files with "
+                f"{what} is an object array; crossent loads .npz files with "
                 "allow_pickle=False and never unpickles"
-            ) from None
-        raise DataError(f"{name}: array {key!r} cannot be read ({exc})") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise DataError(f"{name}: array {key!r} is corrupted ({exc})") from None
+            )
+        expected = math.prod(shape) * dtype.itemsize
+        if expected != available:
+            raise DataError(
+                f"{what}: its header says shape {shape} of {dtype} ({expected} bytes), "
+                f"the archive holds {available}"
+            )
+        with archive.open(info) as member:
+            return np.asarray(np.lib.format.read_array(member, allow_pickle=False))
+    except ValueError as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{what} cannot be read ({exc})") from None
+    except _ARCHIVE_FAULTS as exc:
+        raise DataError(f"{what} is corrupted ({exc})") from None
+
+
+def _npy_header(member: IO[bytes], what: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype an ``.npy`` stream's header claims (versions 1 and 2)."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise DataError(f"{what}: .npy format version {version} is not supported")
+    return tuple(int(s) for s in shape), np.dtype(dtype)
 
 
 def _npz_features(raw: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
