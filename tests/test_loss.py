@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossent import softmax_cross_entropy, softmax_cross_entropy_with_grad
-from crossent.loss import index_loss_grad_inplace
+from crossent.loss import _index_loss_grad_inplace
 
 SETTINGS = settings(max_examples=40, deadline=None)
 PARITY = {"rtol": 1e-10, "atol": 1e-12}
@@ -333,7 +333,7 @@ def test_index_loss_grad_inplace_matches_plain_formula(dtype, tol):
     expected_loss, expected_grad = numpy_index_loss_grad(logits, index, sample_weight)
 
     scores = logits.copy()
-    loss = index_loss_grad_inplace(scores, index, sample_weight, 0.25)
+    loss = _index_loss_grad_inplace(scores, index, sample_weight, 0.25)
     assert isinstance(loss, float)
     assert scores.dtype == dtype  # float32 stays float32
     np.testing.assert_allclose(loss, expected_loss, **tol(dtype))
@@ -351,7 +351,7 @@ def test_index_loss_grad_inplace_matches_with_grad_sum(dtype, tol):
     loss, grad = softmax_cross_entropy_with_grad(logits, index, weight=weight, reduction="sum")
     assert grad.dtype == dtype and np.asarray(loss).dtype == dtype
     scores = logits.copy()
-    kernel_loss = index_loss_grad_inplace(scores, index, weight[index], 1.0)
+    kernel_loss = _index_loss_grad_inplace(scores, index, weight[index], 1.0)
     np.testing.assert_allclose(kernel_loss, loss, **tol(dtype))
     np.testing.assert_allclose(scores, grad, **tol(dtype))
     np.testing.assert_allclose(
@@ -361,7 +361,7 @@ def test_index_loss_grad_inplace_matches_with_grad_sum(dtype, tol):
 
 def test_index_loss_grad_inplace_empty():
     scores = np.zeros((0, 4))
-    assert index_loss_grad_inplace(scores, np.zeros(0, dtype=np.int64), np.zeros(0)) == 0.0
+    assert _index_loss_grad_inplace(scores, np.zeros(0, dtype=np.int64), np.zeros(0)) == 0.0
 
 
 # ------------------------------------------------------------------ extremes

@@ -34,20 +34,37 @@ def _check_axis(z: Array, axis: int) -> None:
         raise ValueError(f"axis {axis} is out of range for logits with {z.ndim} dimension(s)")
 
 
+def row_shift(xp: Any, z: Array, axis: int = -1) -> Array:
+    """The shift ``m`` of the max-shift: the maximum along ``axis``, keeping dims.
+
+    Replaced by 0 where it is not finite (an all ``-inf`` row, a ``+inf`` or NaN entry) and
+    for an empty ``axis`` (no classes), and cut from any autograd graph (the shift is a
+    constant). This is the one home of the shift: :func:`shifted_logits` and the in-place
+    loss kernel of :mod:`crossent.loss` both take ``m`` from here.
+    """
+    if z.shape[axis] == 0:  # no classes: max() of nothing is undefined, the shift is 0
+        return stop_gradient(xp.sum(z, axis=axis, keepdims=True))
+    m = stop_gradient(xp.max(z, axis=axis, keepdims=True))
+    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+
+
 def shifted_logits(xp: Any, z: Array, axis: int = -1) -> tuple[Array, Array, Array]:
     """Return ``(z − m, m, log Σ_j e^{z_j − m})`` along ``axis``, keeping dims.
 
-    ``m`` is the row maximum (replaced by 0 where it is not finite, and cut from any autograd
-    graph: the shift is a constant); ``z − m`` is in ``z``'s dtype; the log of the normaliser
-    is float64. This is the one home of the max-shift: everything in crossent that needs a
-    normaliser calls it.
+    ``m`` comes from :func:`row_shift`; ``z − m`` is in ``z``'s dtype; the log of the
+    normaliser is float64 (``-inf`` for an empty ``axis``). Everything in crossent that needs
+    a normaliser calls this.
     """
-    m = stop_gradient(xp.max(z, axis=axis, keepdims=True))
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    m = row_shift(xp, z, axis)
     shifted = z - m  # (..., C) in z's dtype
     with np.errstate(divide="ignore"):  # an all -inf row has Σ = 0 and log Σ = -inf
         log_norm = xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True, dtype=xp.float64))
     return shifted, m, log_norm
+
+
+def _working_dtype(xp: Any, z: Array) -> Any:
+    """float64 for float64 logits, else float32: half precision is widened for ``z − lse``."""
+    return xp.float64 if z.dtype == xp.float64 else xp.float32
 
 
 def _nan_where_undefined(xp: Any, values: Array, log_norm: Array) -> Array:
@@ -116,9 +133,12 @@ def softmax(z: Array, *, axis: int = -1) -> Array:
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
     shifted, _, log_norm = shifted_logits(xp, z, axis)
+    # exp(z − lse) in at least float32: a float16 normaliser Σ_j e^{z_j − m} overflows past
+    # 65,504 classes, and a float16 log-sum-exp is too coarse (steps of 2⁻⁷ near 11)
+    work = _working_dtype(xp, z)
     with np.errstate(invalid="ignore"):  # an all -inf row is NaN, as documented
-        probs = xp.exp(shifted) / xp.astype(xp.exp(log_norm), z.dtype)
-    return _nan_where_undefined(xp, probs, log_norm)
+        probs = xp.exp(xp.astype(shifted, work) - xp.astype(log_norm, work))
+    return _nan_where_undefined(xp, xp.astype(probs, z.dtype), log_norm)
 
 
 def log_softmax(z: Array, *, axis: int = -1) -> Array:
@@ -150,5 +170,6 @@ def log_softmax(z: Array, *, axis: int = -1) -> Array:
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
     shifted, _, log_norm = shifted_logits(xp, z, axis)
+    work = _working_dtype(xp, z)
     with np.errstate(invalid="ignore"):
-        return shifted - xp.astype(log_norm, z.dtype)
+        return xp.astype(xp.astype(shifted, work) - xp.astype(log_norm, work), z.dtype)
