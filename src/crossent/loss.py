@@ -32,7 +32,7 @@ import numpy as np
 
 from crossent._array import Array, check_floating, check_probabilities, namespace, stop_gradient
 from crossent._threads import check_n_threads, map_row_blocks, resolve_n_threads
-from crossent.softmax import row_shift, shifted_logits
+from crossent.softmax import row_shift, shifted_logits, widened
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad"]
 
@@ -308,7 +308,7 @@ def softmax_cross_entropy(
             _threads_for(pb.logits, n_threads),
         )
         return _reduce(pb, losses, denom)
-    shifted, _, log_norm = shifted_logits(pb.xp, pb.logits)  # (n, C), (n, 1) float64
+    shifted, _, log_norm = shifted_logits(pb.xp, widened(pb.xp, pb.logits))  # (n, C), (n, 1)
     return _reduce(pb, _per_sample_loss(pb, shifted, log_norm, target_mass), denom)
 
 
@@ -374,7 +374,7 @@ def softmax_cross_entropy_with_grad(
         )
         loss = np.asarray(total * scale, dtype=pb.logits.dtype)[()]
         return loss, grad.reshape((*pb.batch_shape, pb.n_classes))
-    shifted, _, log_norm = shifted_logits(xp, pb.logits)  # (n, C), (n, 1) float64
+    shifted, _, log_norm = shifted_logits(xp, widened(xp, pb.logits))  # (n, C), (n, 1)
     per_sample = _per_sample_loss(pb, shifted, log_norm, target_mass)
     with np.errstate(invalid="ignore"):  # all -inf rows of ignored samples: masked below
         probs = xp.exp(xp.astype(shifted, xp.float64) - log_norm)  # (n, C) ŷ
@@ -399,7 +399,7 @@ def _index_loss_grad_parallel(
     logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float, n_threads: int
 ) -> tuple[float, np.ndarray]:
     """:func:`_index_loss_grad_inplace` on a copy of ``logits``, row blocks on threads."""
-    grad = np.empty(logits.shape, dtype=logits.dtype)  # (n, C), C-contiguous
+    grad = np.empty(logits.shape, dtype=_work_dtype(logits))  # (n, C), C-contiguous
 
     def work(rows: slice) -> float:
         np.copyto(grad[rows], logits[rows])
@@ -407,7 +407,13 @@ def _index_loss_grad_parallel(
             grad[rows], index[rows], row_weight[rows], scale, first_row=rows.start
         )
 
-    return float(sum(map_row_blocks(work, logits.shape[0], n_threads))), grad
+    total = float(sum(map_row_blocks(work, logits.shape[0], n_threads)))
+    return total, grad.astype(logits.dtype, copy=False)
+
+
+def _work_dtype(logits: np.ndarray) -> np.dtype:
+    """The kernels' dtype: the logits' own, float32 for float16 (see softmax.widened)."""
+    return np.promote_types(logits.dtype, np.float32)
 
 
 def _index_nll_parallel(
@@ -425,7 +431,8 @@ def _index_nll_parallel(
     def work(rows: slice) -> None:
         if rows.stop == rows.start:
             return
-        scratch = np.empty((min(chunk, rows.stop - rows.start), n_classes), dtype=logits.dtype)
+        rows_here = min(chunk, rows.stop - rows.start)
+        scratch = np.empty((rows_here, n_classes), dtype=_work_dtype(logits))
         for start in range(rows.start, rows.stop, chunk):
             part = slice(start, min(start + chunk, rows.stop))
             scores = scratch[: part.stop - part.start]

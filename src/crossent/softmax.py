@@ -62,9 +62,16 @@ def shifted_logits(xp: Any, z: Array, axis: int = -1) -> tuple[Array, Array, Arr
     return shifted, m, log_norm
 
 
-def _working_dtype(xp: Any, z: Array) -> Any:
-    """float64 for float64 logits, else float32: half precision is widened for ``z − lse``."""
-    return xp.float64 if z.dtype == xp.float64 else xp.float32
+def widened(xp: Any, z: Array) -> Array:
+    """``z`` itself in float32 or float64; half precision (float16, bfloat16) as float32.
+
+    Half-precision logits are computed on in float32 and the results rounded back once: a
+    float16 ``z − m`` or normaliser ``Σ_j e^{z_j − m}`` (which overflows past 65,504 classes)
+    would be worse than the naive computation.
+    """
+    if z.dtype in (xp.float32, xp.float64):
+        return z
+    return xp.astype(z, xp.float32)
 
 
 def _nan_where_undefined(xp: Any, values: Array, log_norm: Array) -> Array:
@@ -100,7 +107,7 @@ def logsumexp(z: Array, *, axis: int = -1, keepdims: bool = False) -> Array:
     xp, (z,) = namespace(z)
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
-    _, m, log_norm = shifted_logits(xp, z, axis)
+    _, m, log_norm = shifted_logits(xp, widened(xp, z), axis)
     lse = xp.astype(m, xp.float64) + log_norm
     if not keepdims:
         lse = xp.squeeze(lse, axis=axis)
@@ -132,12 +139,10 @@ def softmax(z: Array, *, axis: int = -1) -> Array:
     xp, (z,) = namespace(z)
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
-    shifted, _, log_norm = shifted_logits(xp, z, axis)
-    # exp(z − lse) in at least float32: a float16 normaliser Σ_j e^{z_j − m} overflows past
-    # 65,504 classes, and a float16 log-sum-exp is too coarse (steps of 2⁻⁷ near 11)
-    work = _working_dtype(xp, z)
+    shifted, _, log_norm = shifted_logits(xp, widened(xp, z), axis)
+    # exp(z − lse), never e / Σ e: the normaliser may be beyond the dtype's range
     with np.errstate(invalid="ignore"):  # an all -inf row is NaN, as documented
-        probs = xp.exp(xp.astype(shifted, work) - xp.astype(log_norm, work))
+        probs = xp.exp(shifted - xp.astype(log_norm, shifted.dtype))
     return _nan_where_undefined(xp, xp.astype(probs, z.dtype), log_norm)
 
 
@@ -169,7 +174,6 @@ def log_softmax(z: Array, *, axis: int = -1) -> Array:
     xp, (z,) = namespace(z)
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
-    shifted, _, log_norm = shifted_logits(xp, z, axis)
-    work = _working_dtype(xp, z)
+    shifted, _, log_norm = shifted_logits(xp, widened(xp, z), axis)
     with np.errstate(invalid="ignore"):
-        return xp.astype(xp.astype(shifted, work) - xp.astype(log_norm, work), z.dtype)
+        return xp.astype(shifted - xp.astype(log_norm, shifted.dtype), z.dtype)
