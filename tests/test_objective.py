@@ -201,6 +201,35 @@ def test_two_threads_equal_one_thread(n, chunk_rows):
     np.testing.assert_allclose(two[0], ref[0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("n_threads", [None, -1, 3])
+def test_every_thread_setting_gives_the_single_thread_result(n_threads):
+    """The one knob: None (auto by work size), -1 (all cores), k (even more than cores)."""
+    X, y, W, b, s = make_problem(700, 23, 11, seed=6, weighted=True)
+    kwargs = {"l2": 0.4, "sample_weight": s, "chunk_rows": 50}
+    one = LinearSoftmaxObjective(X, y, 11, n_threads=1, **kwargs).loss_gradient(W, b)
+    other = LinearSoftmaxObjective(X, y, 11, n_threads=n_threads, **kwargs).loss_gradient(W, b)
+    np.testing.assert_allclose(other[0], one[0], rtol=1e-12)
+    np.testing.assert_allclose(other[1], one[1], rtol=1e-12, atol=1e-12 * np.abs(one[1]).max())
+    batch = LinearSoftmaxObjective(X[:64], y[:64], 11, n_threads=n_threads, l2=0.4)
+    assert batch.n_threads == n_threads  # the knob, resolved per evaluation by its work
+
+
+@pytest.mark.parametrize(("dtype", "factor"), [(np.float32, 1e37), (np.float64, 1e300)])
+def test_features_near_the_dtype_max_give_a_finite_exact_gradient(dtype, factor):
+    """A chunk's ``Σ_i (ŷ_i − δ) x_iᵀ`` would overflow the dtype; the gradient is still right."""
+    X, y, W, b, s = make_problem(400, 7, 5, seed=7, weighted=True)
+    X_big = (X * factor).astype(dtype)
+    W_small = W / factor  # the same scores as (X, W)
+    objective = LinearSoftmaxObjective(X_big, y, 5, l2=0.0, sample_weight=s, chunk_rows=400)
+    loss, grad_W, grad_b = objective.loss_gradient(W_small, b)
+    assert np.isfinite(grad_W).all() and np.isfinite(grad_b).all()
+    ref = torch_objective(X_big.astype(np.float64), y, W_small, b, l2=0.0, sample_weight=s)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(loss, ref[0], rtol=rtol)
+    np.testing.assert_allclose(grad_W, ref[1], rtol=rtol, atol=rtol * np.abs(ref[1]).max())
+    np.testing.assert_allclose(grad_b, ref[2], rtol=rtol, atol=rtol * np.abs(ref[2]).max())
+
+
 def test_default_chunk_size_splits_large_inputs():
     """The default chunk holds about 2 MiB; a larger X is split and still exact."""
     X, y, W, b, _ = make_problem(9000, 40, 5, seed=8)
