@@ -110,6 +110,15 @@ def test_features_beyond_float64_sums_are_refused_naming_the_feature_scale():
     assert "logits row" not in str(info.value)
 
 
+def test_predicting_on_features_whose_scores_overflow_is_refused_naming_the_feature_scale():
+    X, y = _iris()
+    clf = SoftmaxClassifier().fit(X, y)
+    for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+        with pytest.raises(ValueError, match="feature scale"):
+            getattr(clf, method)(X * 1e307)  # finite, but X Wᵀ is not
+    assert np.isfinite(clf.predict_proba(X * 1e200)).all()  # large but representable scores
+
+
 def test_feature_with_mean_1e9_and_std_1_gets_scale_about_1():
     rng = np.random.default_rng(0)
     feature = rng.standard_normal(10_000)

@@ -70,6 +70,8 @@ CASES: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
         "logits",
     ),
     "softmax axis out of range": (lambda: log_softmax(LOGITS, axis=2), ValueError, "axis"),
+    "softmax axis a float": (lambda: softmax(LOGITS, axis=1.0), TypeError, "axis"),
+    "entropy axis a string": (lambda: entropy([0.5, 0.5], axis="0"), TypeError, "axis"),
     "logsumexp of complex logits": (lambda: logsumexp(LOGITS + 1j), TypeError, "logits"),
     # weights
     "class weight negative": (_loss(weight=np.array([1.0, -1.0, 1.0])), ValueError, "weight"),

@@ -8,7 +8,7 @@ and PyTorch tensors, and returns the caller's array type. The namespace comes fr
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import array_api_compat
@@ -74,6 +74,13 @@ def check_probabilities(
             f"{name} must sum to 1 along axis {axis}; a sum is off by {worst:.3g} "
             f"(tolerance {tol:.3g}); pass validate=False to skip this check"
         )
+
+
+def check_axis(axis: Any) -> int:
+    """``axis`` as an int, or ``TypeError`` naming ``axis`` (NumPy integers are ints too)."""
+    if isinstance(axis, bool) or not isinstance(axis, Integral):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    return int(axis)
 
 
 def stop_gradient(x: Array) -> Array:

@@ -363,9 +363,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         scores = np.empty((X.shape[0], self.coef_.shape[0]), dtype=np.float64)  # (n, C)
-        for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            block = slice(start, start + _PREDICT_CHUNK)
-            scores[block] = X[block].astype(np.float64) @ self.coef_.T + self.intercept_
+        with np.errstate(over="ignore", invalid="ignore"):  # reported just below
+            for start in range(0, X.shape[0], _PREDICT_CHUNK):
+                block = slice(start, start + _PREDICT_CHUNK)
+                scores[block] = X[block].astype(np.float64) @ self.coef_.T + self.intercept_
+        if not np.isfinite(scores).all():  # X and the model are finite: the product overflowed
+            raise ValueError(
+                f"the scores X Wᵀ + b overflow float64 for this model: the feature scale is too "
+                f"large (max |X| = {max_abs(X):.3g}, max |coef_| = "
+                f"{float(np.max(np.abs(self.coef_))):.3g}); rescale X as it was for fit"
+            )
         return scores, X.dtype
 
     # ------------------------------------------------------------------ helpers

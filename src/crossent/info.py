@@ -24,7 +24,7 @@ from numbers import Real
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from crossent._array import Array, check_probabilities, namespace
+from crossent._array import Array, check_axis, check_probabilities, namespace
 
 __all__ = ["cross_entropy", "entropy", "kl_divergence"]
 
@@ -49,6 +49,7 @@ def _prepare(
 ):
     """``(xp, arrays, log(base))``, every argument checked."""
     scale = _log_base(base)  # checked before any work
+    axis = check_axis(axis)
     arrays = tuple(a if is_array_api_obj(a) else np.asarray(a, dtype=np.float64) for a in arrays)
     xp, arrs = namespace(*arrays)
     for a, name in zip(arrs, names, strict=True):

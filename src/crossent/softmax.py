@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from crossent._array import Array, check_floating, namespace, stop_gradient
+from crossent._array import Array, check_axis, check_floating, namespace, stop_gradient
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 
 def _check_axis(z: Array, axis: int) -> None:
+    check_axis(axis)
     if z.ndim == 0:
         raise ValueError("logits must have at least one dimension (the classes), got a scalar")
     if not -z.ndim <= axis < z.ndim:
