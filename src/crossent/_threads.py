@@ -110,14 +110,18 @@ def map_row_blocks(work: Callable[[slice], T], n_rows: int, n_threads: int) -> l
     """``[work(block) for block in row_blocks(n_rows, n_threads)]``, the blocks in parallel.
 
     ``n_threads`` is a resolved count (see :func:`resolve_n_threads`). With more than one
-    block the blocks run on the persistent pool, BLAS held to one thread meanwhile; a call
-    from inside a pool worker runs its blocks serially (no nested parallelism, no deadlock).
-    Results come back in block order.
+    block the first runs in the calling thread and the others on the persistent pool, BLAS
+    held to one thread meanwhile; a call from inside a block runs its own blocks serially
+    (no nested parallelism, no deadlock). Results come back in block order.
     """
     blocks = row_blocks(n_rows, n_threads) if n_rows else [slice(0, 0)]
     if len(blocks) == 1 or getattr(_local, "inside", False):
         return [work(block) for block in blocks]
-    pool = _get_pool(len(blocks))
+    pool = _get_pool(len(blocks) - 1)
     with single_threaded_blas():
-        futures = [pool.submit(_in_worker, work, block) for block in blocks]
-        return [future.result() for future in futures]
+        futures = [pool.submit(_in_worker, work, block) for block in blocks[1:]]
+        try:
+            first = _in_worker(work, blocks[0])
+        finally:
+            others = [future.result() for future in futures]  # no worker left running
+        return [first, *others]
