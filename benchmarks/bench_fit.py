@@ -125,7 +125,7 @@ def pass_vs_floor(X, y, n_classes, n_jobs):
     coef = rng.standard_normal((n_classes, X.shape[1])) * 0.01
     intercept = np.zeros(n_classes)
     objective = LinearSoftmaxObjective(
-        X, y, n_classes, l2=L2, n_threads=crossent.objective.resolve_n_threads(n_jobs)
+        X, y, n_classes, l2=L2, n_threads=crossent._threads.resolve_n_threads(n_jobs)
     )
     weights = coef.astype(X.dtype)
     grad_rows = np.empty((X.shape[0], n_classes), dtype=X.dtype)  # (n, C)

@@ -315,3 +315,47 @@ def test_float32_stays_float32():
     p = np.array([[0.25, 0.75]], dtype=np.float32)
     for result in (entropy(p), cross_entropy(p, p), kl_divergence(p, p)):
         assert result.dtype == np.float32
+
+
+# ------------------------------------------------------------------ numbers of any type
+
+
+@pytest.mark.parametrize(
+    "base", [np.int64(2), np.int32(2), np.float32(2.0), np.float64(2.0), 2], ids=repr
+)
+def test_numpy_scalar_base_is_accepted(base):
+    p = np.array([0.5, 0.25, 0.25])
+    q = np.array([0.25, 0.5, 0.25])
+    assert entropy(p, base=base) == pytest.approx(scipy.stats.entropy(p, base=2), rel=1e-15)
+    ce = -scipy.special.xlogy(p, q).sum() / math.log(2.0)
+    assert cross_entropy(p, q, base=base) == pytest.approx(ce, rel=1e-15)
+    assert kl_divergence(p, q, base=base) == pytest.approx(
+        scipy.stats.entropy(p, q, base=2), rel=1e-15
+    )
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_a_certain_outcome_has_entropy_plus_zero(library):
+    """``-Σ 0`` is ``-0.0`` in IEEE arithmetic; the entropy of a certain outcome is ``+0.0``."""
+    p = [[1.0, 0.0], [0.0, 1.0]]
+    p = np.array(p) if library == "numpy" else torch.tensor(p, dtype=torch.float64)
+    for value in (entropy(p), kl_divergence(p, p), cross_entropy(p, p)):
+        values = np.asarray(value)
+        assert np.all(values == 0.0) and not np.any(np.signbit(values)), values
+    assert not np.signbit(entropy([1.0, 0.0], base=0.5))  # a base below 1 flips the sign
+
+
+@pytest.mark.parametrize("tol", [math.nan, -1e-3, math.inf, "0.1"], ids=repr)
+@pytest.mark.parametrize("func", ["entropy", "cross_entropy", "kl_divergence"])
+def test_tol_must_be_a_finite_number_at_least_zero(func, tol):
+    """A NaN tolerance once let every non-normalised input through."""
+    p = np.array([0.5, 0.6])
+    call = {
+        "entropy": lambda: entropy(p, tol=tol),
+        "cross_entropy": lambda: cross_entropy(p, p, tol=tol),
+        "kl_divergence": lambda: kl_divergence(p, p, tol=tol),
+    }[func]
+    with pytest.raises(ValueError, match="tol must be a finite number"):
+        call()
+    # a finite tolerance still widens the check: Σ p = 1.1 passes with tol=0.2
+    assert entropy(p, tol=0.2) == pytest.approx(-scipy.special.xlogy(p, p).sum(), rel=1e-15)

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossent import softmax_cross_entropy, softmax_cross_entropy_with_grad
-from crossent.loss import index_loss_grad_inplace
+from crossent.loss import _index_loss_grad_inplace
 
 SETTINGS = settings(max_examples=40, deadline=None)
 PARITY = {"rtol": 1e-10, "atol": 1e-12}
@@ -333,7 +333,7 @@ def test_index_loss_grad_inplace_matches_plain_formula(dtype, tol):
     expected_loss, expected_grad = numpy_index_loss_grad(logits, index, sample_weight)
 
     scores = logits.copy()
-    loss = index_loss_grad_inplace(scores, index, sample_weight, 0.25)
+    loss = _index_loss_grad_inplace(scores, index, sample_weight, 0.25)
     assert isinstance(loss, float)
     assert scores.dtype == dtype  # float32 stays float32
     np.testing.assert_allclose(loss, expected_loss, **tol(dtype))
@@ -351,7 +351,7 @@ def test_index_loss_grad_inplace_matches_with_grad_sum(dtype, tol):
     loss, grad = softmax_cross_entropy_with_grad(logits, index, weight=weight, reduction="sum")
     assert grad.dtype == dtype and np.asarray(loss).dtype == dtype
     scores = logits.copy()
-    kernel_loss = index_loss_grad_inplace(scores, index, weight[index], 1.0)
+    kernel_loss = _index_loss_grad_inplace(scores, index, weight[index], 1.0)
     np.testing.assert_allclose(kernel_loss, loss, **tol(dtype))
     np.testing.assert_allclose(scores, grad, **tol(dtype))
     np.testing.assert_allclose(
@@ -361,7 +361,38 @@ def test_index_loss_grad_inplace_matches_with_grad_sum(dtype, tol):
 
 def test_index_loss_grad_inplace_empty():
     scores = np.zeros((0, 4))
-    assert index_loss_grad_inplace(scores, np.zeros(0, dtype=np.int64), np.zeros(0)) == 0.0
+    assert _index_loss_grad_inplace(scores, np.zeros(0, dtype=np.int64), np.zeros(0)) == 0.0
+
+
+def test_index_loss_grad_inplace_negative_weight_rows_drop_from_loss_and_gradient_alike():
+    """Rows of weight <= 0 add nothing to either (once, the loss dropped them, not δ)."""
+    rng = np.random.default_rng(12)
+    logits = rng.normal(size=(6, 4))
+    index = rng.integers(0, 4, size=6)
+    weights = np.array([1.0, -2.0, 0.5, 0.0, 1.5, -1e-9])
+    scores = logits.copy()
+    loss = _index_loss_grad_inplace(scores, index, weights)
+    kept = np.maximum(weights, 0.0)
+    expected_loss, expected_grad = numpy_index_loss_grad(logits, index, kept)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(scores, expected_grad, rtol=1e-12, atol=1e-15)
+    assert np.all(scores[[1, 3, 5]] == 0.0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_results_do_not_depend_on_the_thread_count(reduction):
+    """One thread and two give the same loss and gradient, up to rounding of the sums."""
+    rng = np.random.default_rng(13)
+    logits = rng.normal(scale=3.0, size=(2001, 37))
+    target = rng.integers(0, 37, size=2001)
+    one = softmax_cross_entropy_with_grad(logits, target, reduction=reduction, n_threads=1)
+    two = softmax_cross_entropy_with_grad(logits, target, reduction=reduction, n_threads=2)
+    np.testing.assert_allclose(two[0], one[0], rtol=1e-13)
+    np.testing.assert_allclose(two[1], one[1], rtol=1e-13, atol=1e-16)
+    four = softmax_cross_entropy(logits, target, reduction=reduction, n_threads=-1)
+    np.testing.assert_allclose(four, one[0], rtol=1e-13)
+    reference, _ = torch_cross_entropy(logits, target, reduction=reduction)
+    np.testing.assert_allclose(two[0], reference, **PARITY)
 
 
 # ------------------------------------------------------------------ extremes
@@ -726,3 +757,78 @@ def test_torch_bad_input_raises_too():
         softmax_cross_entropy(torch.zeros(3, 4, dtype=torch.int64), torch.tensor(_INDEX))
     with pytest.raises(ValueError, match="class index 4"):
         softmax_cross_entropy(torch.zeros(3, 4), torch.tensor([0, 4, 1]))
+
+
+# ------------------------------------------------------------------ targets and numbers
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
+def test_torch_targets_of_any_integer_dtype(dtype):
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 5, dtype=torch.float64, generator=gen)
+    target = torch.tensor([0, 4, 2, 1, 3, 4])
+    weight = torch.rand(5, dtype=torch.float64, generator=gen)
+    for kwargs in ({}, {"weight": weight}, {"ignore_index": 4}, {"label_smoothing": 0.1}):
+        expected = F.cross_entropy(logits, target, **kwargs)
+        got = softmax_cross_entropy(logits, target.to(dtype), **kwargs)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), **PARITY, err_msg=str(kwargs))
+        _, grad = softmax_cross_entropy_with_grad(logits, target.to(dtype), **kwargs)
+        assert grad.shape == logits.shape
+
+
+def test_numpy_scalar_label_smoothing_is_a_number():
+    logits = np.random.default_rng(6).normal(size=(4, 3))
+    target = np.array([0, 1, 2, 0])
+    expected = softmax_cross_entropy(logits, target, label_smoothing=0.25)
+    for value in (np.float32(0.25), np.float64(0.25)):
+        got = softmax_cross_entropy(logits, target, label_smoothing=value)
+        np.testing.assert_allclose(got, expected, rtol=1e-7)
+
+
+def _half_logits():
+    rng = np.random.default_rng(22)
+    z = rng.normal(scale=4.0, size=(64, 29))
+    z[0] = np.linspace(-30.0, 30.0, 29)
+    target = rng.integers(0, 29, size=64)
+    return z, target
+
+
+@pytest.mark.parametrize(
+    ("library", "dtype_name"),
+    [("numpy", "float16"), ("torch", "float16"), ("torch", "bfloat16")],
+)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_half_precision_loss_is_no_worse_than_the_naive_computation(library, dtype_name, reduction):
+    """``|crossent − float64 truth| <= |naive same-dtype − truth| + tol``."""
+    z, target = _half_logits()
+    if library == "numpy":
+        logits, t = z.astype(dtype_name), target
+    else:
+        logits, t = torch.tensor(z, dtype=getattr(torch, dtype_name)), torch.tensor(target)
+    z64 = np.asarray(logits.float() if library == "torch" else logits, dtype=np.float64)
+    truth, _ = torch_cross_entropy(z64, target, reduction=reduction)
+    got = softmax_cross_entropy(logits, t, reduction=reduction)
+    assert got.dtype == logits.dtype
+    # the naive computation, every step in the half dtype
+    xp_max = logits.max(axis=-1, keepdims=True) if library == "numpy" else None
+    if library == "numpy":
+        lse = xp_max + np.log(np.exp(logits - xp_max).sum(axis=-1, keepdims=True))
+        per_sample = (lse - np.take_along_axis(logits, target[:, None], axis=-1))[:, 0]
+        naive = per_sample.mean() if reduction == "mean" else per_sample
+    else:
+        m = logits.max(dim=-1, keepdim=True).values
+        lse = m + torch.log(torch.exp(logits - m).sum(dim=-1, keepdim=True))
+        per_sample = (lse - logits.gather(-1, t[:, None]))[:, 0]
+        naive = per_sample.mean() if reduction == "mean" else per_sample
+    ours_error = np.abs(_as64(got) - truth)
+    naive_error = np.abs(_as64(naive) - truth)
+    eps = {"float16": 2.0**-10, "bfloat16": 2.0**-7}[dtype_name]
+    assert np.all(ours_error <= naive_error + eps * np.abs(truth) + 1e-6), (
+        f"worst excess {np.max(ours_error - naive_error):.3g}"
+    )
+    # float64 accumulation: within one rounding of the result's own dtype
+    np.testing.assert_allclose(_as64(got), truth, rtol=eps, atol=1e-6)
+
+
+def _as64(x):
+    return np.asarray(x.float() if isinstance(x, torch.Tensor) else x, dtype=np.float64)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import crossent.objective
+from crossent import _threads
 from crossent.objective import LinearSoftmaxObjective, loss_gradient
 
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
@@ -199,6 +200,70 @@ def test_two_threads_equal_one_thread(n, chunk_rows):
     np.testing.assert_allclose(two[2], one[2], rtol=1e-12, atol=1e-12 * scale)
     ref = torch_objective(X, y, W, b, l2=0.4, sample_weight=s)
     np.testing.assert_allclose(two[0], ref[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_threads", [None, -1, 3])
+def test_every_thread_setting_gives_the_single_thread_result(n_threads):
+    """The one knob: None (auto by work size), -1 (all cores), k (even more than cores)."""
+    X, y, W, b, s = make_problem(700, 23, 11, seed=6, weighted=True)
+    kwargs = {"l2": 0.4, "sample_weight": s, "chunk_rows": 50}
+    one = LinearSoftmaxObjective(X, y, 11, n_threads=1, **kwargs).loss_gradient(W, b)
+    other = LinearSoftmaxObjective(X, y, 11, n_threads=n_threads, **kwargs).loss_gradient(W, b)
+    np.testing.assert_allclose(other[0], one[0], rtol=1e-12)
+    np.testing.assert_allclose(other[1], one[1], rtol=1e-12, atol=1e-12 * np.abs(one[1]).max())
+    batch = LinearSoftmaxObjective(X[:64], y[:64], 11, n_threads=n_threads, l2=0.4)
+    assert batch.n_threads == n_threads  # the knob, resolved per evaluation by its work
+
+
+@pytest.mark.parametrize(("dtype", "factor"), [(np.float32, 1e37), (np.float64, 1e300)])
+def test_features_near_the_dtype_max_give_a_finite_exact_gradient(dtype, factor):
+    """A chunk's ``Σ_i (ŷ_i − δ) x_iᵀ`` would overflow the dtype; the gradient is still right."""
+    X, y, W, b, s = make_problem(400, 7, 5, seed=7, weighted=True)
+    X_big = (X * factor).astype(dtype)
+    W_small = W / factor  # the same scores as (X, W)
+    objective = LinearSoftmaxObjective(X_big, y, 5, l2=0.0, sample_weight=s, chunk_rows=400)
+    loss, grad_W, grad_b = objective.loss_gradient(W_small, b)
+    assert np.isfinite(grad_W).all() and np.isfinite(grad_b).all()
+    ref = torch_objective(X_big.astype(np.float64), y, W_small, b, l2=0.0, sample_weight=s)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(loss, ref[0], rtol=rtol)
+    np.testing.assert_allclose(grad_W, ref[1], rtol=rtol, atol=rtol * np.abs(ref[1]).max())
+    np.testing.assert_allclose(grad_b, ref[2], rtol=rtol, atol=rtol * np.abs(ref[2]).max())
+
+
+def test_the_one_n_threads_knob_resolves_the_same_everywhere():
+    cores = _threads.available_cores()
+    assert _threads.resolve_n_threads(-1, 1.0) == cores
+    assert _threads.resolve_n_threads(-cores - 5, 1.0) == 1  # "all but k - 1", at least one
+    assert _threads.resolve_n_threads(3, 1.0) == 3  # explicit counts are kept
+    assert _threads.resolve_n_threads(np.int64(2), 1.0) == 2
+    assert _threads.resolve_n_threads(None, 1e3) == 1  # small work: one thread
+    big = 64 * _threads.PARALLEL_WORK
+    assert _threads.resolve_n_threads(None, big) == min(cores, 64)
+    assert _threads.resolve_n_threads(None, float("nan")) == 1
+    for bad in (0, True, 1.5, "2"):
+        with pytest.raises(ValueError, match="n_threads must be None, -1 or a positive integer"):
+            _threads.resolve_n_threads(bad)
+
+
+def test_row_blocks_cover_the_rows_once_in_order():
+    for n_rows, n_blocks in [(10, 3), (2, 5), (0, 4), (1000, 1)]:
+        blocks = _threads.row_blocks(n_rows, n_blocks)
+        covered = [i for block in blocks for i in range(block.start, block.stop)]
+        assert covered == list(range(n_rows))
+        assert len(blocks) <= max(1, n_blocks) and all(b.stop > b.start for b in blocks if n_rows)
+
+
+def test_a_parallel_call_inside_a_worker_runs_serially_and_gives_the_same_result():
+    """Nested use of the one pool neither deadlocks nor changes the result."""
+    X, y, W, b, _ = make_problem(300, 9, 4, seed=9)
+    objective = LinearSoftmaxObjective(X, y, 4, l2=0.5, n_threads=2, chunk_rows=40)
+    alone = objective.loss_gradient(W, b)
+    nested = _threads.map_row_blocks(lambda rows: objective.loss_gradient(W, b), 4, 2)
+    assert len(nested) == 2
+    for result in nested:
+        np.testing.assert_allclose(result[0], alone[0], rtol=1e-12)
+        np.testing.assert_allclose(result[1], alone[1], rtol=1e-12, atol=1e-14)
 
 
 def test_default_chunk_size_splits_large_inputs():

@@ -216,3 +216,82 @@ def test_bad_logits_raise(func):
         func(np.array(1.0))
     with pytest.raises(ValueError, match="axis 2 is out of range for logits"):
         func(np.zeros((2, 3)), axis=2)
+
+
+# ------------------------------------------------------------------ zero classes
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_zero_classes_give_empty_distributions_and_minus_inf_lse(library):
+    """As SciPy and torch: softmax of (3, 0) is (3, 0), logsumexp is [-inf] * 3."""
+    z = np.zeros((3, 0)) if library == "numpy" else torch.zeros((3, 0), dtype=torch.float64)
+    assert tuple(softmax(z).shape) == tuple(log_softmax(z).shape) == (3, 0)
+    lse = logsumexp(z)
+    expected = torch.logsumexp(torch.zeros((3, 0), dtype=torch.float64), dim=-1).numpy()
+    np.testing.assert_array_equal(np.asarray(lse), expected)
+    np.testing.assert_array_equal(np.asarray(lse), scipy.special.logsumexp(np.zeros((3, 0)), -1))
+    assert tuple(logsumexp(z, keepdims=True).shape) == (3, 1)
+    assert tuple(softmax(z, axis=0).shape) == (3, 0)  # an empty batch axis is fine too
+
+
+# ------------------------------------------------------------------ half precision
+
+
+def _naive(func_name, z, xp):
+    """The textbook computation, every step in ``z``'s own dtype."""
+    m = xp.max(z, axis=-1, keepdims=True)
+    e = xp.exp(z - m)
+    total = xp.sum(e, axis=-1, keepdims=True)
+    if func_name == "softmax":
+        return e / total
+    return z - m - xp.log(total)
+
+
+def _half_cases():
+    rng = np.random.default_rng(21)
+    z = rng.normal(scale=4.0, size=(48, 37))
+    z[0] = np.linspace(-20.0, 20.0, 37)  # a wide row
+    z[1] = 0.01 * rng.normal(size=37)  # a near-flat row
+    for name in ("softmax", "log_softmax"):
+        yield pytest.param(name, "float16", np.float16(z), id=f"{name}-numpy-float16")
+        yield pytest.param(
+            name, "float16", torch.tensor(z, dtype=torch.float16), id=f"{name}-torch-float16"
+        )
+        yield pytest.param(
+            name, "bfloat16", torch.tensor(z, dtype=torch.bfloat16), id=f"{name}-torch-bfloat16"
+        )
+
+
+@pytest.mark.parametrize(("func_name", "dtype_name", "z"), list(_half_cases()))
+def test_half_precision_is_no_worse_than_the_naive_computation(func_name, dtype_name, z):
+    """``|crossent − float64 truth| <= |naive same-dtype − truth| + tol`` entrywise."""
+    func = {"softmax": softmax, "log_softmax": log_softmax}[func_name]
+    xp = array_api_compat.array_namespace(z)
+    result = func(z)
+    assert result.dtype == z.dtype
+    z64 = np.asarray(z.float().numpy() if isinstance(z, torch.Tensor) else z, dtype=np.float64)
+    truth = getattr(scipy.special, func_name)(z64, axis=-1)
+    ours = np.abs(_to64(result) - truth)
+    naive = np.abs(_to64(_naive(func_name, z, xp)) - truth)
+    eps = {"float16": 2.0**-10, "bfloat16": 2.0**-7}[dtype_name]
+    slack = eps * np.abs(truth) + 2.0**-24  # one unit of the result's own rounding
+    worse = ours > naive + slack
+    assert not worse.any(), f"{worse.sum()} entries worse than naive, e.g. {ours[worse][:3]}"
+
+
+def _to64(x):
+    return np.asarray(x.float().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_float16_softmax_over_more_classes_than_float16_max_sums_to_1(library):
+    """70,000 near-equal logits: the normaliser 7e4 is beyond float16, exp(z − lse) is not."""
+    z = np.zeros((2, 70_000))
+    z[:, 0] = 1.0
+    z[1, 1:] = np.random.default_rng(3).normal(scale=1e-3, size=69_999)
+    half = np.float16(z) if library == "numpy" else torch.tensor(z, dtype=torch.float16)
+    probs = _to64(softmax(half))
+    truth = scipy.special.softmax(_to64(half), axis=-1)
+    assert np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-2)
+    np.testing.assert_allclose(probs, truth, rtol=1e-2, atol=2.0**-24)  # float16 subnormal step

@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits, make_classification
 from sklearn.preprocessing import StandardScaler
 
 from crossent import SoftmaxClassifier
+from crossent._stats import feature_moments, feature_scales
 from crossent.objective import LinearSoftmaxObjective
 from crossent.solvers import FULL_BATCH, MINIBATCH, SOLVERS, Preconditioner, Problem
 
@@ -407,6 +408,37 @@ def test_constant_feature_without_penalty_keeps_a_unit_scale():
     precond = Preconditioner.from_data(X, None, center=True, l2=0.0)
     assert precond.scale[0] == 1.0
     assert np.all(np.isfinite(precond.scale)) and np.all(precond.scale > 0)
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e-200, 2.0**1000])
+def test_preconditioner_is_scale_free(factor):
+    """``c·X`` gets ``c·μ`` and ``c·σ`` (without penalty): squares of 1e200 do not overflow."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 4)) * np.array([1.0, 5.0, 0.2, 2.0]) + np.array([0, 3, 0, -1])
+    weights = rng.uniform(0.1, 2.0, size=300)
+    plain = Preconditioner.from_data(X, weights, center=True, l2=0.0, chunk_rows=64)
+    scaled = Preconditioner.from_data(X * factor, weights, center=True, l2=0.0, chunk_rows=64)
+    assert np.isfinite(scaled.scale).all() and np.isfinite(scaled.center).all()
+    np.testing.assert_allclose(scaled.scale / factor, plain.scale, rtol=1e-13)
+    np.testing.assert_allclose(scaled.center / factor, plain.center, rtol=1e-13, atol=1e-15)
+    mean, std, _ = feature_scales(X * factor, weights)
+    ref_mean = np.average(X, axis=0, weights=weights)
+    ref_std = np.sqrt(np.average((X - ref_mean) ** 2, axis=0, weights=weights))
+    np.testing.assert_allclose(std / factor, ref_std, rtol=1e-13)
+    np.testing.assert_allclose(mean / factor, ref_mean, rtol=1e-13, atol=1e-15)
+
+
+def test_feature_moments_agree_bit_for_bit_with_the_unscaled_two_pass_formula():
+    """Scaling each column by a power of two changes no bit of the float64 statistics."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((257, 6)) * rng.uniform(0.01, 1e3, size=6) + 1e6
+    weights = rng.uniform(0.0, 3.0, size=257)
+    mean, spread, total = feature_moments(X, weights, chunk_rows=300)
+    ref_mean = (weights @ X) / weights.sum()
+    ref_spread = (weights @ ((X - ref_mean) ** 2)) / weights.sum()
+    np.testing.assert_array_equal(mean, ref_mean)
+    np.testing.assert_array_equal(spread, ref_spread)
+    assert total == weights.sum()
 
 
 # ------------------------------------------------------------------ minibatch problems

@@ -7,6 +7,8 @@ and PyTorch tensors, and returns the caller's array type. The namespace comes fr
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
 from typing import Any
 
 import array_api_compat
@@ -47,8 +49,14 @@ def check_probabilities(
 
     Finite, non-negative, and ``|Σ p − 1| <= tol``. The default tolerance is
     ``max(1e-6, 4 · n · eps(dtype))`` with ``n`` the length of the axis, which admits the
-    rounding of a sum of ``n`` terms in the array's own precision.
+    rounding of a sum of ``n`` terms in the array's own precision; a given ``tol`` must be a
+    finite number ``>= 0`` (``ValueError`` naming ``tol`` otherwise: a NaN would pass all).
     """
+    if tol is not None:
+        value = float(tol) if isinstance(tol, Real) and not isinstance(tol, bool) else math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"tol must be a finite number >= 0 or None, got {tol!r}")
+        tol = value
     check_floating(xp, p, name)
     if not bool(xp.all(xp.isfinite(p))):
         raise ValueError(f"{name} must be finite; it contains NaN or inf")
@@ -66,6 +74,13 @@ def check_probabilities(
             f"{name} must sum to 1 along axis {axis}; a sum is off by {worst:.3g} "
             f"(tolerance {tol:.3g}); pass validate=False to skip this check"
         )
+
+
+def check_axis(axis: Any) -> int:
+    """``axis`` as an int, or ``TypeError`` naming ``axis`` (NumPy integers are ints too)."""
+    if isinstance(axis, bool) or not isinstance(axis, Integral):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    return int(axis)
 
 
 def stop_gradient(x: Array) -> Array:

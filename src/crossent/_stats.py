@@ -1,19 +1,59 @@
 """Weighted feature moments: the one home of the standardisation statistics.
 
 Both the solvers' preconditioner and the command's optional standardisation need each
-feature's weighted mean and spread. They are computed in two float64 passes over row
-chunks, first the mean and then the squared deviations from it, so that a feature with mean
-1e9 and standard deviation 1 keeps its digits (the one-pass ``E[x²] − E[x]²`` loses all of
-them) and ``X`` is never copied whole.
+feature's weighted mean and spread. They are computed in float64 passes over row chunks:
+first each column's largest ``|x|``, then the mean, then the squared deviations from it,
+every chunk divided by its column's power of two just below that largest ``|x|`` (an exact
+scaling, so the results are those of the unscaled formulas, bit for bit). So a feature with
+mean 1e9 and standard deviation 1 keeps its digits (the one-pass ``E[x²] − E[x]²`` loses
+all of them), a feature of scale 1e200 does not overflow when squared, and ``X`` is never
+copied whole.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["feature_moments"]
+__all__ = ["feature_moments", "feature_scales", "max_abs"]
 
 _CHUNK_ROWS = 1024
+
+
+def max_abs(X: np.ndarray, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
+    """``max |x|`` over all of ``X`` (0.0 when empty; NaN ignored), in chunks of rows."""
+    largest = 0.0
+    for start in range(0, X.shape[0], chunk_rows):
+        block = np.abs(X[start : start + chunk_rows])  # (rows, d) copy of one chunk only
+        largest = float(np.fmax(largest, np.fmax.reduce(block, axis=None, initial=0.0)))
+    return largest
+
+
+def _scaled_moments(
+    X: np.ndarray, sample_weight: np.ndarray | None, center: bool, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``(μ / u, v / u², u, S)`` with ``u`` a power of two per column, ``max |x| / u < 2``."""
+    n, d = X.shape
+    s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    total = float(s.sum())
+    mean, spread, unit = np.zeros(d), np.zeros(d), np.ones(d)
+    if not total > 0:
+        return mean, spread, unit, total
+    chunks = [slice(start, start + chunk_rows) for start in range(0, n, chunk_rows)]
+    largest = np.zeros(d)
+    for rows in chunks:
+        np.fmax(largest, np.abs(np.asarray(X[rows], dtype=np.float64)).max(axis=0), out=largest)
+    finite = np.isfinite(largest) & (largest > 0)
+    exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
+    unit = np.where(finite, np.ldexp(1.0, exponent), 1.0)
+    if center:
+        for rows in chunks:
+            mean += s[rows] @ (np.asarray(X[rows], dtype=np.float64) / unit)
+        mean /= total
+    for rows in chunks:
+        deviations = np.asarray(X[rows], dtype=np.float64) / unit - mean  # (rows, d), |.| < 4
+        spread += s[rows] @ (deviations * deviations)
+    spread /= total
+    return mean, spread, unit, total
 
 
 def feature_moments(
@@ -44,7 +84,8 @@ def feature_moments(
     mean : numpy.ndarray of shape ``(n_features,)``
         ``μ`` (zeros when ``center`` is false, or when ``S = 0``).
     spread : numpy.ndarray of shape ``(n_features,)``
-        ``v ≥ 0`` (zeros when ``S = 0``).
+        ``v ≥ 0`` (zeros when ``S = 0``); ``+inf`` where ``v`` itself exceeds the float64
+        range (features beyond about 1e154): use :func:`feature_scales` for those.
     total : float
         ``S``.
 
@@ -55,20 +96,31 @@ def feature_moments(
     >>> float(mean[0]), float(spread[0]), total
     (1000000000.0, 1.0, 2.0)
     """
-    n, d = X.shape
-    s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    total = float(s.sum())
-    mean = np.zeros(d)
-    spread = np.zeros(d)
-    if not total > 0:
-        return mean, spread, total
-    if center:
-        for start in range(0, n, chunk_rows):
-            chunk = np.asarray(X[start : start + chunk_rows], dtype=np.float64)
-            mean += s[start : start + chunk_rows] @ chunk
-        mean /= total
-    for start in range(0, n, chunk_rows):
-        deviations = np.asarray(X[start : start + chunk_rows], dtype=np.float64) - mean
-        spread += s[start : start + chunk_rows] @ (deviations * deviations)
-    spread /= total
-    return mean, spread, total
+    mean, spread, unit, total = _scaled_moments(X, sample_weight, center, chunk_rows)
+    with np.errstate(over="ignore"):
+        return mean * unit, spread * unit * unit, total
+
+
+def feature_scales(
+    X: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    *,
+    center: bool = True,
+    ridge: float = 0.0,
+    chunk_rows: int = _CHUNK_ROWS,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Weighted means and standard deviations ``sqrt(v + ridge)`` of the columns of ``X``.
+
+    As :func:`feature_moments`, but returns ``sqrt(v_j + ridge)`` (with ``v_j`` the mean
+    square without centring), which is finite for every finite ``X``: features of scale
+    1e200 have ``v = 1e400`` but a standard deviation of about 1e200. Where ``v`` is in
+    range the result is ``np.sqrt(v + ridge)`` of :func:`feature_moments`' ``v``, bit for bit.
+
+    Examples
+    --------
+    >>> mean, std, total = feature_scales(np.array([[3e200], [-1e200]]))
+    >>> float(mean[0]), float(std[0])
+    (1e+200, 2e+200)
+    """
+    mean, spread, unit, total = _scaled_moments(X, sample_weight, center, chunk_rows)
+    return mean * unit, np.sqrt(spread + ridge / unit / unit) * unit, total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from numbers import Integral, Real
 from typing import Any, ClassVar, NamedTuple
@@ -14,7 +15,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from crossent.objective import LinearSoftmaxObjective, resolve_n_threads, single_threaded_blas
+from crossent._stats import max_abs
+from crossent._threads import check_n_threads, single_threaded_blas
+from crossent.objective import LinearSoftmaxObjective
 from crossent.softmax import log_softmax, softmax
 from crossent.solvers import MINIBATCH, SOLVERS, Preconditioner, Problem, SolverResult
 from crossent.solvers._problem import Callback
@@ -54,6 +57,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
       features are standardised (see :mod:`crossent.solvers._problem`); ``tol`` applies to
       the largest gradient entry there. ``X`` itself is never copied or rescaled.
     - float32 ``X`` stays float32 in the matrix products; sums are accumulated in float64.
+      ``predict_proba``, ``predict_log_proba`` and ``decision_function`` return ``X``'s
+      dtype (float32 for float32 input, as scikit-learn's ``LogisticRegression``), computed
+      from float64 scores.
+    - Scale-free: the preconditioner standardises each feature, so features of any finite
+      scale (``X * 1e200``) fit as well as ``X`` itself; the penalty acts on ``W`` as given.
 
     Parameters
     ----------
@@ -74,15 +82,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Initial step size of the minibatch solvers (default 0.05 for sgd, 0.01 for adam);
         it decays as ``1 / sqrt(1 + epoch / 5)``.
     class_weight : dict, "balanced" or None
-        Multiplies each sample's weight by the weight of its class.
+        Multiplies each sample's weight by the weight of its class; finite and
+        non-negative.
     warm_start : bool, default False
         Start from the previous ``coef_`` and ``intercept_``.
     random_state : int, Generator or None
         Shuffling of the minibatch solvers and the early-stopping split.
     n_jobs : int, optional
-        Threads over row chunks of the objective (-1: all cores). None: all cores when one
-        evaluation does at least 2**25 multiply-adds (``n · d · C``), else one. BLAS runs on
-        one thread during fitting either way: crossent parallelises over chunks itself.
+        The ``n_threads`` knob of :mod:`crossent._threads`: threads over row blocks of the
+        objective (-1: all cores, ``k``: ``k``). None: one thread per 2**25 multiply-adds
+        of one evaluation (``n · d · C``), up to all cores. BLAS runs on one thread during
+        fitting either way: crossent parallelises over row blocks itself.
     verbose : int, default 0
         Print the objective per iteration when > 0.
     early_stopping : bool, default False
@@ -193,7 +203,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        _check_feature_scale(X)
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
         if classes.shape[0] < 2:
@@ -205,20 +217,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         for stale in ("_solver_state", "_precond", "_x", "_rng", "n_samples_seen_"):
             self.__dict__.pop(stale, None)  # a later partial_fit continues from this fit
-        n_threads = resolve_n_threads(self.n_jobs, X.shape[0] * X.shape[1] * len(classes))
         rng = np.random.default_rng(_seed(self.random_state))
         held_out = None
         if self.early_stopping and self.solver in MINIBATCH:
             X, y_index, weights, held_out = self._split_validation(X, y_index, weights, rng)
         precond = Preconditioner.from_data(X, weights, center=self.fit_intercept, l2=float(self.l2))
-        objective = self._objective(X, y_index, weights, n_threads)
+        objective = self._objective(X, y_index, weights)
         problem = Problem(objective, precond, float(weights.sum()))
         validation = None
         if held_out is not None:
             X_val, y_val, w_val = held_out
-            validation = Problem(
-                self._objective(X_val, y_val, w_val, n_threads), precond, float(w_val.sum())
-            )
+            validation = Problem(self._objective(X_val, y_val, w_val), precond, float(w_val.sum()))
         x0 = self._start(precond, y_index, weights)
         options: dict[str, Any] = {}
         if self.solver in MINIBATCH:
@@ -264,6 +273,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         resuming_fit = not first and not hasattr(self, "_solver_state")  # after fit()
         if first:
             self._validate_params()
+            self._check_params()
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit")
             classes = np.unique(np.asarray(classes))
@@ -275,6 +285,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"{self.classes_!r}"
             )
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C", reset=first)
+        _check_feature_scale(X)
         check_classification_targets(y)
         known = classes if first else self.classes_
         unseen = np.setdiff1d(np.unique(y), known)
@@ -282,7 +293,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y contains labels {unseen!r} not in classes {known!r}")
         y_index = np.searchsorted(known, y)
         weights = self._sample_weights(X, y, known, sample_weight)
-        n_threads = resolve_n_threads(self.n_jobs, X.shape[0] * X.shape[1] * len(known))
         if first or resuming_fit:
             self.classes_ = known
             self._precond = Preconditioner.from_data(
@@ -298,7 +308,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self.loss_curve_ = []
             self.n_iter_ = 0
         self.n_samples_seen_ += float(weights.sum())
-        objective = self._objective(X, y_index, weights, n_threads)
+        objective = self._objective(X, y_index, weights)
         problem = Problem(objective, self._precond, self.n_samples_seen_)
         method = self.solver if self.solver in MINIBATCH else "adam"
         solver: Any = SOLVERS[method]
@@ -319,38 +329,61 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def decision_function(self, X) -> np.ndarray:
-        """Scores ``f = X Wᵀ + b``, shape ``(n_samples, n_classes)``.
+        """Scores ``f = X Wᵀ + b``, shape ``(n_samples, n_classes)``, in ``X``'s dtype.
 
         For two classes, scikit-learn's convention: the score of ``classes_[1]`` against
         ``classes_[0]``, ``f₁ − f₀``, shape ``(n_samples,)``.
         """
-        scores = self._scores(X)
-        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+        scores, dtype = self._scores(X)
+        if scores.shape[1] == 2:
+            scores = scores[:, 1] - scores[:, 0]
+        return scores.astype(dtype, copy=False)
 
     def predict(self, X) -> np.ndarray:
         """The class of highest score for each row, shape ``(n_samples,)``."""
-        scores = self._scores(X)  # checks that the model is fitted first
+        scores, _ = self._scores(X)  # checks that the model is fitted first
         return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
-        """``softmax(X Wᵀ + b)``, shape ``(n_samples, n_classes)``."""
-        return softmax(self._scores(X))
+        """``softmax(X Wᵀ + b)``, shape ``(n_samples, n_classes)``, in ``X``'s dtype."""
+        scores, dtype = self._scores(X)
+        return softmax(scores).astype(dtype, copy=False)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """``log_softmax(X Wᵀ + b)``, computed from the scores (never ``log(proba)``)."""
-        return log_softmax(self._scores(X))
+        scores, dtype = self._scores(X)
+        return log_softmax(scores).astype(dtype, copy=False)
 
-    def _scores(self, X) -> np.ndarray:
-        """``X Wᵀ + b`` for every class, shape ``(n_samples, n_classes)``, in row blocks."""
+    def _scores(self, X) -> tuple[np.ndarray, np.dtype]:
+        """``(X Wᵀ + b, X's dtype)``: float64 scores ``(n_samples, n_classes)``, in row blocks.
+
+        The products run in float64 whatever ``X``'s dtype (float32 weights of a model fitted
+        on features of scale 1e37 would be subnormal); callers cast the result back.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         scores = np.empty((X.shape[0], self.coef_.shape[0]), dtype=np.float64)  # (n, C)
-        for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            block = slice(start, start + _PREDICT_CHUNK)
-            scores[block] = X[block] @ self.coef_.T + self.intercept_
-        return scores
+        with np.errstate(over="ignore", invalid="ignore"):  # reported just below
+            for start in range(0, X.shape[0], _PREDICT_CHUNK):
+                block = slice(start, start + _PREDICT_CHUNK)
+                scores[block] = X[block].astype(np.float64) @ self.coef_.T + self.intercept_
+        if not np.isfinite(scores).all():  # X and the model are finite: the product overflowed
+            raise ValueError(
+                f"the scores X Wᵀ + b overflow float64 for this model: the feature scale is too "
+                f"large (max |X| = {max_abs(X):.3g}, max |coef_| = "
+                f"{float(np.max(np.abs(self.coef_))):.3g}); rescale X as it was for fit"
+            )
+        return scores, X.dtype
 
     # ------------------------------------------------------------------ helpers
+    def _check_params(self) -> None:
+        """What ``_parameter_constraints`` cannot say: no NaN, and finite where it matters."""
+        for name in ("l2", "tol", "learning_rate", "validation_fraction"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        check_n_threads(self.n_jobs, "n_jobs")
+
     def _sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         if self.class_weight is not None:
@@ -358,13 +391,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 missing = set(self.class_weight) - set(classes.tolist())
                 if missing:
                     raise ValueError(f"class_weight names classes not in the data: {missing}")
+                _check_class_weight(self.class_weight)
             per_class = compute_class_weight(self.class_weight, classes=classes, y=y)
             weights = weights * per_class[np.searchsorted(classes, y)]
         if not weights.sum() > 0:
             raise ValueError("the sample weights sum to zero: there is nothing to fit")
         return weights
 
-    def _objective(self, X, y_index, weights, n_threads) -> LinearSoftmaxObjective:
+    def _objective(self, X, y_index, weights) -> LinearSoftmaxObjective:
         return LinearSoftmaxObjective(
             X,
             y_index,
@@ -372,7 +406,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             l2=float(self.l2),
             sample_weight=weights,
             fit_intercept=self.fit_intercept,
-            n_threads=n_threads,
+            n_threads=self.n_jobs,
         )
 
     def _start(self, precond: Preconditioner, y_index, weights) -> np.ndarray:
@@ -449,3 +483,35 @@ def _seed(random_state: Any) -> Any:
     if isinstance(random_state, np.random.RandomState):
         return random_state.randint(np.iinfo(np.int32).max)
     return random_state
+
+
+def _check_class_weight(class_weight: dict) -> None:
+    """Refuse a class weight that is not a finite number >= 0, naming ``class_weight``."""
+    for label, value in class_weight.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"class_weight must map classes to numbers; class {label!r} has {value!r}"
+            ) from None
+        if not (math.isfinite(number) and number >= 0):
+            raise ValueError(
+                f"class_weight must be finite and non-negative (as sample_weight is); "
+                f"class {label!r} has weight {value!r}"
+            )
+
+
+def _check_feature_scale(X: np.ndarray) -> None:
+    """Refuse features so large that sums over the samples overflow float64.
+
+    The preconditioner makes the fit scale-free, but the gradient ``Σ_i s_i (ŷ_i − δ) x_iᵀ``
+    is still summed in float64: ``n_samples · max |x|`` must stay below its range (features
+    up to about 1e300 for a million samples fit).
+    """
+    largest = max_abs(X)
+    if largest * max(X.shape[0], 1) * 16.0 > float(np.finfo(np.float64).max):
+        raise ValueError(
+            f"the feature scale is too large: max |X| = {largest:.3g}, and sums over "
+            f"{X.shape[0]} samples would overflow float64; rescale the features "
+            "(e.g. divide X by a power of ten)"
+        )

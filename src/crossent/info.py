@@ -19,26 +19,37 @@ identity holds to rounding.
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from crossent._array import Array, check_probabilities, namespace
+from crossent._array import Array, check_axis, check_probabilities, namespace
 
 __all__ = ["cross_entropy", "entropy", "kl_divergence"]
 
 
 def _log_base(base: float | None) -> float:
+    """``log(base)`` (1 for None); any real number type, NumPy scalars too."""
     if base is None:
         return 1.0
-    if not (isinstance(base, (int, float)) and math.isfinite(base) and base > 0 and base != 1):
+    value = float(base) if isinstance(base, Real) and not isinstance(base, bool) else math.nan
+    if not (math.isfinite(value) and value > 0 and value != 1):
         raise ValueError(f"base must be a positive finite number other than 1, got {base!r}")
-    return math.log(base)
+    return math.log(value)
 
 
 def _prepare(
-    arrays: tuple[Array, ...], names: tuple[str, ...], axis: int, validate: bool, tol: float | None
+    arrays: tuple[Array, ...],
+    names: tuple[str, ...],
+    axis: int,
+    validate: bool,
+    tol: float | None,
+    base: float | None,
 ):
+    """``(xp, arrays, log(base))``, every argument checked."""
+    scale = _log_base(base)  # checked before any work
+    axis = check_axis(axis)
     arrays = tuple(a if is_array_api_obj(a) else np.asarray(a, dtype=np.float64) for a in arrays)
     xp, arrs = namespace(*arrays)
     for a, name in zip(arrs, names, strict=True):
@@ -65,7 +76,7 @@ def _prepare(
             raise ValueError(
                 f"p and q shapes do not broadcast: {tuple(p.shape)} and {tuple(q.shape)}"
             ) from None
-    return xp, arrs
+    return xp, arrs, scale
 
 
 def entropy(
@@ -100,10 +111,10 @@ def entropy(
     >>> float(entropy([1.0, 0.0]))  # 0 · log 0 = 0
     0.0
     """
-    xp, (p,) = _prepare((p,), ("p",), axis, validate, tol)
+    xp, (p,), log_base = _prepare((p,), ("p",), axis, validate, tol, base)
     positive = p > 0
     plogp = p * xp.log(xp.where(positive, p, xp.ones_like(p)))  # 0 where p = 0
-    return -xp.sum(plogp, axis=axis) / _log_base(base)
+    return xp.sum(plogp, axis=axis) / -log_base + 0.0  # + 0.0: a certain outcome has +0.0
 
 
 def cross_entropy(
@@ -135,12 +146,12 @@ def cross_entropy(
     >>> round(float(cross_entropy([1.0, 0.0], [0.25, 0.75], base=2)), 12)  # -log2(1/4)
     2.0
     """
-    xp, (p, q) = _prepare((p, q), ("p", "q"), axis, validate, tol)
+    xp, (p, q), log_base = _prepare((p, q), ("p", "q"), axis, validate, tol, base)
     positive = p > 0
     q_safe = xp.where(positive & (q > 0), q, xp.ones_like(q))
     terms = xp.where(q > 0, -p * xp.log(q_safe), xp.full_like(q_safe, math.inf))
     terms = xp.where(positive, terms, xp.zeros_like(terms))
-    return xp.sum(terms, axis=axis) / _log_base(base)
+    return xp.sum(terms, axis=axis) / log_base + 0.0
 
 
 def kl_divergence(
@@ -178,7 +189,7 @@ def kl_divergence(
     >>> round(float(kl_divergence([0.5, 0.5], [0.25, 0.75], base=2)), 6)
     0.207519
     """
-    xp, (p, q) = _prepare((p, q), ("p", "q"), axis, validate, tol)
+    xp, (p, q), log_base = _prepare((p, q), ("p", "q"), axis, validate, tol, base)
     both = (p > 0) & (q > 0)
     ones = xp.ones_like(p * q)
     p_safe, q_safe = xp.where(both, p, ones), xp.where(both, q, ones)
@@ -191,4 +202,4 @@ def kl_divergence(
     log_ratio = xp.where(in_range, xp.log(safe_ratio), xp.log(p_safe) - xp.log(q_safe))
     terms = xp.where(both, p * log_ratio, xp.zeros_like(ratio))
     terms = xp.where((p > 0) & (q <= 0), xp.full_like(terms, math.inf), terms)
-    return xp.sum(terms, axis=axis) / _log_base(base)
+    return xp.sum(terms, axis=axis) / log_base + 0.0

@@ -24,20 +24,20 @@ weights: the derivation's ``ŷ − δ``), ``u = (1 − ε) w_k e_k + (ε / C) w`
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
 
 from crossent._array import Array, check_floating, check_probabilities, namespace, stop_gradient
-from crossent._threads import available_cores
-from crossent.softmax import shifted_logits
+from crossent._threads import check_n_threads, map_row_blocks, resolve_n_threads
+from crossent.softmax import row_shift, shifted_logits, widened
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad"]
 
 _REDUCTIONS = ("mean", "sum", "none")
-_ENTRIES_PER_THREAD = 2**19  # logits per thread below which one thread is faster
+_WORK_PER_LOGIT = 64  # work units (see crossent._threads) of one logit: exp, sums, writes
 _CHUNK_ENTRIES = 2**16  # logits per cache-sized chunk of the forward-only kernel
 
 
@@ -67,8 +67,10 @@ def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, val
         raise ValueError("logits must have at least one dimension (the classes), got a scalar")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+    smoothing = float(label_smoothing) if isinstance(label_smoothing, Real) else math.nan
+    if isinstance(label_smoothing, bool) or not 0.0 <= smoothing <= 1.0:  # NaN fails too
         raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    label_smoothing = smoothing
     n_classes = int(logits.shape[-1])
     if n_classes == 0:
         raise ValueError("logits must have at least one class (last axis has size 0)")
@@ -94,7 +96,8 @@ def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, val
                 f"class-index target must have shape logits.shape[:-1] = {batch_shape}, "
                 f"got {tuple(target.shape)}"
             )
-        index = xp.reshape(target, (n,))
+        # any integer dtype (torch's int32/int16/uint8 too): indices as int64 from here on
+        index = xp.astype(xp.reshape(target, (n,)), xp.int64)
         keep = None
         if ignore_index is not None:
             if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
@@ -232,6 +235,7 @@ def softmax_cross_entropy(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
     validate: bool = True,
+    n_threads: int | None = None,
 ) -> Array:
     """Softmax cross-entropy of ``logits`` against class indices or probabilities.
 
@@ -264,6 +268,10 @@ def softmax_cross_entropy(
         ``"none"`` returns one loss per sample, shape ``logits.shape[:-1]``.
     validate : bool, default True
         Check that probability targets are finite, non-negative and sum to 1.
+    n_threads : int, optional
+        Threads over row blocks for NumPy input (see :mod:`crossent._threads`): None
+        chooses by the size of ``logits``, -1 uses all cores, ``k`` uses ``k``. PyTorch
+        input runs on torch's own threads. The result does not depend on it beyond rounding.
 
     Returns
     -------
@@ -286,6 +294,7 @@ def softmax_cross_entropy(
     >>> softmax_cross_entropy(logits, np.array([0, 2]), reduction="none").round(6)
     array([0.169846, 1.098612])
     """
+    n_threads = check_n_threads(n_threads)
     pb = _parse(logits, target, weight, ignore_index, label_smoothing, reduction, validate)
     target_mass = _target_mass(pb)
     mass, _, row_weight = target_mass
@@ -293,10 +302,13 @@ def softmax_cross_entropy(
     if mass is None and isinstance(pb.logits, np.ndarray):  # NumPy, plain class indices
         assert pb.index is not None and row_weight is not None
         losses = _index_nll_parallel(
-            np.ascontiguousarray(pb.logits), np.asarray(pb.index), np.asarray(row_weight)
+            np.ascontiguousarray(pb.logits),
+            np.asarray(pb.index),
+            np.asarray(row_weight),
+            _threads_for(pb.logits, n_threads),
         )
         return _reduce(pb, losses, denom)
-    shifted, _, log_norm = shifted_logits(pb.xp, pb.logits)  # (n, C), (n, 1) float64
+    shifted, _, log_norm = shifted_logits(pb.xp, widened(pb.xp, pb.logits))  # (n, C), (n, 1)
     return _reduce(pb, _per_sample_loss(pb, shifted, log_norm, target_mass), denom)
 
 
@@ -309,6 +321,7 @@ def softmax_cross_entropy_with_grad(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
     validate: bool = True,
+    n_threads: int | None = None,
 ) -> tuple[Array, Array]:
     """:func:`softmax_cross_entropy` and its analytic gradient with respect to ``logits``.
 
@@ -323,7 +336,7 @@ def softmax_cross_entropy_with_grad(
 
     Parameters
     ----------
-    logits, target, weight, ignore_index, label_smoothing, reduction, validate
+    logits, target, weight, ignore_index, label_smoothing, reduction, validate, n_threads
         As in :func:`softmax_cross_entropy`.
 
     Returns
@@ -341,6 +354,7 @@ def softmax_cross_entropy_with_grad(
     >>> grad  # ŷ − δ
     array([[ 0.25, -0.25]])
     """
+    n_threads = check_n_threads(n_threads)
     pb = _parse(
         stop_gradient(logits), target, weight, ignore_index, label_smoothing, reduction, validate
     )
@@ -352,11 +366,15 @@ def softmax_cross_entropy_with_grad(
     if mass is None and pb.reduction != "none" and isinstance(pb.logits, np.ndarray):
         assert pb.index is not None and row_weight is not None
         total, grad = _index_loss_grad_parallel(
-            pb.logits, np.asarray(pb.index), np.asarray(row_weight), scale
+            pb.logits,
+            np.asarray(pb.index),
+            np.asarray(row_weight),
+            scale,
+            _threads_for(pb.logits, n_threads),
         )
         loss = np.asarray(total * scale, dtype=pb.logits.dtype)[()]
         return loss, grad.reshape((*pb.batch_shape, pb.n_classes))
-    shifted, _, log_norm = shifted_logits(xp, pb.logits)  # (n, C), (n, 1) float64
+    shifted, _, log_norm = shifted_logits(xp, widened(xp, pb.logits))  # (n, C), (n, 1)
     per_sample = _per_sample_loss(pb, shifted, log_norm, target_mass)
     with np.errstate(invalid="ignore"):  # all -inf rows of ignored samples: masked below
         probs = xp.exp(xp.astype(shifted, xp.float64) - log_norm)  # (n, C) ŷ
@@ -372,37 +390,34 @@ def softmax_cross_entropy_with_grad(
     return _reduce(pb, per_sample, denom), grad
 
 
-def _row_blocks(n: int, n_entries: int) -> list[slice]:
-    """Contiguous row blocks, one per thread worth starting (all cores for big inputs)."""
-    n_threads = min(available_cores(), max(1, n_entries // _ENTRIES_PER_THREAD))
-    bounds = np.linspace(0, n, n_threads + 1).astype(int)
-    return [slice(bounds[k], bounds[k + 1]) for k in range(n_threads)]
-
-
-def _map_blocks(work, blocks: list[slice]) -> list:
-    if len(blocks) == 1:
-        return [work(blocks[0])]
-    with ThreadPoolExecutor(len(blocks)) as pool:
-        return list(pool.map(work, blocks))
+def _threads_for(logits: np.ndarray, n_threads: int | None) -> int:
+    """The thread count for a NumPy kernel over ``logits``, by the one scheduler's rule."""
+    return resolve_n_threads(n_threads, logits.size * _WORK_PER_LOGIT)
 
 
 def _index_loss_grad_parallel(
-    logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float
+    logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float, n_threads: int
 ) -> tuple[float, np.ndarray]:
-    """:func:`index_loss_grad_inplace` on a copy of ``logits``, row blocks on all cores."""
-    grad = np.empty(logits.shape, dtype=logits.dtype)  # (n, C), C-contiguous
+    """:func:`_index_loss_grad_inplace` on a copy of ``logits``, row blocks on threads."""
+    grad = np.empty(logits.shape, dtype=_work_dtype(logits))  # (n, C), C-contiguous
 
     def work(rows: slice) -> float:
         np.copyto(grad[rows], logits[rows])
-        return index_loss_grad_inplace(
+        return _index_loss_grad_inplace(
             grad[rows], index[rows], row_weight[rows], scale, first_row=rows.start
         )
 
-    return float(sum(_map_blocks(work, _row_blocks(logits.shape[0], logits.size)))), grad
+    total = float(sum(map_row_blocks(work, logits.shape[0], n_threads)))
+    return total, grad.astype(logits.dtype, copy=False)
+
+
+def _work_dtype(logits: np.ndarray) -> np.dtype:
+    """The kernels' dtype: the logits' own, float32 for float16 (see softmax.widened)."""
+    return np.promote_types(logits.dtype, np.float32)
 
 
 def _index_nll_parallel(
-    logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray
+    logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, n_threads: int
 ) -> np.ndarray:
     """Per-sample ``s_i (lse(z_i) − z_{i k_i})`` (float64, ``(n,)``) without a gradient.
 
@@ -414,7 +429,10 @@ def _index_nll_parallel(
     chunk = max(1, _CHUNK_ENTRIES // max(n_classes, 1))
 
     def work(rows: slice) -> None:
-        scratch = np.empty((min(chunk, rows.stop - rows.start), n_classes), dtype=logits.dtype)
+        if rows.stop == rows.start:
+            return
+        rows_here = min(chunk, rows.stop - rows.start)
+        scratch = np.empty((rows_here, n_classes), dtype=_work_dtype(logits))
         for start in range(rows.start, rows.stop, chunk):
             part = slice(start, min(start + chunk, rows.stop))
             scores = scratch[: part.stop - part.start]
@@ -424,7 +442,7 @@ def _index_nll_parallel(
             )
             losses[part] = row_weight[part] * np.where(positive, nll, 0.0)
 
-    _map_blocks(work, _row_blocks(n, logits.size))
+    map_row_blocks(work, n, n_threads)
     return losses
 
 
@@ -437,11 +455,8 @@ def _shifted_exp_inplace(
     defined (else ``ValueError`` naming the row, counted from ``first_row``).
     """
     rows = np.arange(scores.shape[0])
-    m = scores.max(axis=1)  # (n,) row maxima
+    m = row_shift(np, scores, axis=1)[:, 0]  # (n,) the max-shift, finite
     z_k = scores[rows, index]  # (n,) true-class scores, read before they are overwritten
-    finite_m = np.isfinite(m)
-    if not finite_m.all():
-        m = np.where(finite_m, m, 0.0).astype(scores.dtype)
     np.subtract(scores, m[:, None], out=scores)
     np.exp(scores, out=scores)
     norm = scores.sum(axis=1, dtype=np.float64)  # (n,) Σ_j exp(z_j − m)
@@ -455,7 +470,7 @@ def _shifted_exp_inplace(
     return nll, norm, positive
 
 
-def index_loss_grad_inplace(
+def _index_loss_grad_inplace(
     scores: np.ndarray,
     index: np.ndarray,
     row_weight: np.ndarray,
@@ -465,12 +480,16 @@ def index_loss_grad_inplace(
 ) -> float:
     """The hot-path kernel: class-index loss, with ``scores`` overwritten by its gradient.
 
+    Private because it writes into its argument: ``scores`` is the output buffer.
+
     For ``scores`` ``(n, C)`` (C-contiguous float32 or float64), class indices ``index``
     ``(n,)`` and per-sample weights ``row_weight`` ``(n,)`` (float64, ≥ 0), returns
     ``Σ_i s_i (lse(z_i) − z_{i k_i})`` as a float64 Python float and leaves
     ``scale · s_i (ŷ_i − e_{k_i})`` in row ``i`` of ``scores``. Exponentials stay in the
     scores' dtype; each row's normaliser and the loss are accumulated in float64. Rows of
-    weight 0 may hold anything (they are zeroed). ``first_row`` numbers the rows in error
+    weight ``s_i <= 0`` contribute nothing, to the loss and the gradient alike (callers
+    refuse negative weights; this keeps the two consistent), and may hold anything (their
+    gradient rows are zeroed). ``first_row`` numbers the rows in error
     messages when ``scores`` is a chunk of a larger batch.
     """
     if scores.shape[0] == 0:
@@ -482,5 +501,6 @@ def index_loss_grad_inplace(
         scores *= row_scale.astype(scores.dtype)[:, None]
     if not positive.all():
         scores[~positive] = 0.0
-    scores[np.arange(scores.shape[0]), index] -= (row_weight * scale).astype(scores.dtype)
+    delta = np.where(positive, row_weight * scale, 0.0)  # (n,) s_i · scale, 0 where s_i <= 0
+    scores[np.arange(scores.shape[0]), index] -= delta.astype(scores.dtype)
     return float(np.dot(row_weight[positive], nll[positive]))

@@ -10,23 +10,25 @@
     \\frac{\\partial L_{total}}{\\partial b} = \\sum_i s_i (\\hat y_i - \\delta_{k_i}).
 
 ``X`` is read in row chunks: a chunk's scores ``X_c Wᵀ + b`` are turned into the gradient
-rows ``s (ŷ − δ)`` in place (by :func:`crossent.loss.index_loss_grad_inplace`) and
+rows ``s (ŷ − δ)`` in place (by the kernel :func:`crossent.loss._index_loss_grad_inplace`) and
 multiplied back into ``Gᵀ X_c`` while the chunk is still in cache, so the ``(n, C)`` score
 matrix never exists whole and X is read once per evaluation. Float32 data stay float32 in
 the two matrix products; the loss and the gradient totals are accumulated in float64. The
 intercept is not penalised. Every solver, the classifier and the benchmarks call this code.
+Row blocks run on threads by the one scheduler of :mod:`crossent._threads`.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import math
 
 import numpy as np
 
-from crossent._threads import resolve_n_threads, single_threaded_blas
-from crossent.loss import index_loss_grad_inplace
+from crossent._stats import max_abs
+from crossent._threads import check_n_threads, map_row_blocks, resolve_n_threads
+from crossent.loss import _index_loss_grad_inplace
 
-__all__ = ["LinearSoftmaxObjective", "loss_gradient", "resolve_n_threads", "single_threaded_blas"]
+__all__ = ["LinearSoftmaxObjective", "loss_gradient"]
 
 _CHUNK_BYTES = 2 * 1024 * 1024  # X rows + score rows of one chunk: about an L2 cache
 
@@ -46,8 +48,10 @@ class LinearSoftmaxObjective:
     sample_weight : ndarray, shape ``(n_samples,)``, optional
         Non-negative weights ``s_i`` (1 by default).
     fit_intercept : bool, default True
-    n_threads : int, default 1
-        Threads over chunks; with more than one, BLAS is held to one thread inside.
+    n_threads : int, optional
+        Threads over row blocks (see :mod:`crossent._threads`): None chooses by the work of
+        one evaluation, ``n · d · C`` multiply-adds; -1 uses all cores; ``k`` uses ``k``.
+        With more than one, BLAS is held to one thread inside.
     chunk_rows : int, optional
         Rows per chunk (default: about 2 MiB of X and score rows).
     """
@@ -61,26 +65,29 @@ class LinearSoftmaxObjective:
         l2: float,
         sample_weight: np.ndarray | None = None,
         fit_intercept: bool = True,
-        n_threads: int = 1,
+        n_threads: int | None = None,
         chunk_rows: int | None = None,
     ) -> None:
-        if X.dtype not in (np.float32, np.float64):
-            raise TypeError(f"X must be float32 or float64, got {X.dtype}")
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64) or X.ndim != 2:
+            raise TypeError(f"X must be a 2-D float32 or float64 array, got {X.dtype} {X.shape}")
         self.X = np.ascontiguousarray(X)
-        self.y = np.ascontiguousarray(y, dtype=np.intp)
-        self.n_classes = int(n_classes)
-        self.l2 = float(l2)
         n = self.X.shape[0]
-        if sample_weight is None:
-            self.sample_weight = np.ones(n, dtype=np.float64)
-        else:
-            self.sample_weight = np.ascontiguousarray(sample_weight, dtype=np.float64)
+        self.n_classes = int(n_classes)
+        if self.n_classes < 1:
+            raise ValueError(f"n_classes must be at least 1, got {n_classes!r}")
+        self.y = _check_labels(y, n, self.n_classes)
+        self.l2 = float(l2)
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        self.sample_weight = _check_sample_weight(sample_weight, n)
         self.fit_intercept = bool(fit_intercept)
-        self.n_threads = max(1, int(n_threads))
+        self.n_threads = check_n_threads(n_threads)
         if chunk_rows is None:
             row_bytes = (self.X.shape[1] + self.n_classes) * self.X.itemsize
             chunk_rows = max(64, _CHUNK_BYTES // max(row_bytes, 1))
         self.chunk_rows = int(chunk_rows)
+        self._grad_scale = _gradient_scale(self.X, self.chunk_rows)
         self.n_evals = 0
 
     @property
@@ -105,25 +112,26 @@ class LinearSoftmaxObjective:
         bias = None
         if self.fit_intercept and intercept is not None:
             bias = np.asarray(intercept, dtype=dtype)
-        starts = list(range(0, self.n_samples, self.chunk_rows))
-        if self.n_threads == 1 or len(starts) < 2:
-            parts = [self._pass(weights, bias, starts)]
-        else:
-            groups = [starts[t :: self.n_threads] for t in range(self.n_threads)]
-            with single_threaded_blas(), ThreadPoolExecutor(self.n_threads) as pool:
-                parts = list(pool.map(lambda g: self._pass(weights, bias, g), groups))
+        n, d = self.X.shape
+        n_threads = resolve_n_threads(self.n_threads, float(n) * d * self.n_classes)
+        n_blocks = min(n_threads, -(-n // self.chunk_rows))  # no more blocks than chunks
+        parts = map_row_blocks(lambda rows: self._pass(weights, bias, rows), n, n_blocks)
         data_loss = sum(p[0] for p in parts)
-        grad_coef = np.sum([p[1] for p in parts], axis=0)
-        grad_intercept = np.sum([p[2] for p in parts], axis=0)
+        grad_coef = np.sum([p[1] for p in parts], axis=0) / self._grad_scale
+        grad_intercept = np.sum([p[2] for p in parts], axis=0) / self._grad_scale
         coef64 = np.asarray(coef, dtype=np.float64)
         loss = data_loss + 0.5 * self.l2 * float(np.dot(coef64.ravel(), coef64.ravel()))
         grad_coef += self.l2 * coef64  # grad_intercept stays 0 without an intercept
         return loss, grad_coef, grad_intercept
 
     def _pass(
-        self, weights: np.ndarray, bias: np.ndarray | None, starts: list[int]
+        self, weights: np.ndarray, bias: np.ndarray | None, rows: slice
     ) -> tuple[float, np.ndarray, np.ndarray]:
-        """Loss and gradient sums over the chunks beginning at ``starts`` (one thread)."""
+        """Loss and gradient sums over the chunks of the row block ``rows`` (one thread).
+
+        The gradient sums come back multiplied by ``self._grad_scale`` (1 unless the
+        features are so large that a chunk's product would overflow the data's dtype).
+        """
         n_classes, n_features = weights.shape
         dtype = self.X.dtype
         scores_buf = np.empty((self.chunk_rows, n_classes), dtype=dtype)  # (rows, C) scores
@@ -131,15 +139,19 @@ class LinearSoftmaxObjective:
         grad_coef = np.zeros((n_classes, n_features), dtype=np.float64)
         grad_intercept = np.zeros(n_classes, dtype=np.float64)
         loss = 0.0
-        for start in starts:
-            stop = min(start + self.chunk_rows, self.n_samples)
+        for start in range(rows.start, rows.stop, self.chunk_rows):
+            stop = min(start + self.chunk_rows, rows.stop)
             X_chunk = self.X[start:stop]
             scores = scores_buf[: stop - start]
             np.matmul(X_chunk, weights.T, out=scores)
             if bias is not None:
                 scores += bias
-            loss += index_loss_grad_inplace(
-                scores, self.y[start:stop], self.sample_weight[start:stop], first_row=start
+            loss += _index_loss_grad_inplace(
+                scores,
+                self.y[start:stop],
+                self.sample_weight[start:stop],
+                self._grad_scale,
+                first_row=start,
             )
             np.matmul(scores.T, X_chunk, out=chunk_grad)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
             grad_coef += chunk_grad
@@ -156,7 +168,7 @@ def loss_gradient(
     *,
     l2: float,
     sample_weight: np.ndarray | None = None,
-    n_threads: int = 1,
+    n_threads: int | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """``L_total`` of a linear softmax model and its gradient, in one pass over ``X``.
 
@@ -175,7 +187,8 @@ def loss_gradient(
     l2 : float
         λ.
     sample_weight : ndarray, shape ``(n_samples,)``, optional
-    n_threads : int, default 1
+    n_threads : int, optional
+        As for :class:`LinearSoftmaxObjective`.
 
     Returns
     -------
@@ -205,3 +218,44 @@ def loss_gradient(
         n_threads=n_threads,
     )
     return objective.loss_gradient(coef, intercept)
+
+
+def _check_labels(y: np.ndarray, n_samples: int, n_classes: int) -> np.ndarray:
+    """``y`` as C-contiguous ``intp`` class indices, or ``ValueError`` naming ``y``."""
+    y = np.asarray(y)
+    if y.shape != (n_samples,):
+        raise ValueError(f"y must have shape (n_samples,) = ({n_samples},), got {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) and not np.issubdtype(y.dtype, np.bool_)):
+        raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+    if n_samples and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise ValueError(f"y holds class index {bad}, outside [0, {n_classes})")
+    return np.ascontiguousarray(y, dtype=np.intp)
+
+
+def _check_sample_weight(sample_weight: np.ndarray | None, n_samples: int) -> np.ndarray:
+    """Weights as C-contiguous float64, or ``ValueError`` naming ``sample_weight``."""
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=np.float64)
+    weights = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight must have shape (n_samples,) = ({n_samples},), got {weights.shape}"
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    return weights
+
+
+def _gradient_scale(X: np.ndarray, chunk_rows: int) -> float:
+    """A power of two ``g <= 1`` with ``g · chunk_rows · max|x|`` far below the dtype's max.
+
+    A chunk's gradient product ``Σ_i g s_i (ŷ_i − δ) x_iᵀ`` is then finite in the data's
+    dtype (float32 features of scale 1e37 overflow it otherwise); the float64 totals are
+    divided by ``g`` again. ``g = 1`` for data of ordinary scale: nothing changes.
+    """
+    limit = float(np.finfo(X.dtype).max) / 16
+    bound = max_abs(X) * chunk_rows
+    if not (limit < bound < math.inf):  # ordinary scale; NaN or inf is the kernel's to report
+        return 1.0
+    return float(2.0 ** math.floor(math.log2(limit / bound)))

@@ -22,32 +22,57 @@ from typing import Any
 
 import numpy as np
 
-from crossent._array import Array, check_floating, namespace, stop_gradient
+from crossent._array import Array, check_axis, check_floating, namespace, stop_gradient
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 
 def _check_axis(z: Array, axis: int) -> None:
+    check_axis(axis)
     if z.ndim == 0:
         raise ValueError("logits must have at least one dimension (the classes), got a scalar")
     if not -z.ndim <= axis < z.ndim:
         raise ValueError(f"axis {axis} is out of range for logits with {z.ndim} dimension(s)")
 
 
+def row_shift(xp: Any, z: Array, axis: int = -1) -> Array:
+    """The shift ``m`` of the max-shift: the maximum along ``axis``, keeping dims.
+
+    Replaced by 0 where it is not finite (an all ``-inf`` row, a ``+inf`` or NaN entry) and
+    for an empty ``axis`` (no classes), and cut from any autograd graph (the shift is a
+    constant). This is the one home of the shift: :func:`shifted_logits` and the in-place
+    loss kernel of :mod:`crossent.loss` both take ``m`` from here.
+    """
+    if z.shape[axis] == 0:  # no classes: max() of nothing is undefined, the shift is 0
+        return stop_gradient(xp.sum(z, axis=axis, keepdims=True))
+    m = stop_gradient(xp.max(z, axis=axis, keepdims=True))
+    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+
+
 def shifted_logits(xp: Any, z: Array, axis: int = -1) -> tuple[Array, Array, Array]:
     """Return ``(z − m, m, log Σ_j e^{z_j − m})`` along ``axis``, keeping dims.
 
-    ``m`` is the row maximum (replaced by 0 where it is not finite, and cut from any autograd
-    graph: the shift is a constant); ``z − m`` is in ``z``'s dtype; the log of the normaliser
-    is float64. This is the one home of the max-shift: everything in crossent that needs a
-    normaliser calls it.
+    ``m`` comes from :func:`row_shift`; ``z − m`` is in ``z``'s dtype; the log of the
+    normaliser is float64 (``-inf`` for an empty ``axis``). Everything in crossent that needs
+    a normaliser calls this.
     """
-    m = stop_gradient(xp.max(z, axis=axis, keepdims=True))
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    m = row_shift(xp, z, axis)
     shifted = z - m  # (..., C) in z's dtype
     with np.errstate(divide="ignore"):  # an all -inf row has Σ = 0 and log Σ = -inf
         log_norm = xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True, dtype=xp.float64))
     return shifted, m, log_norm
+
+
+def widened(xp: Any, z: Array) -> Array:
+    """``z`` itself in float32 or float64; half precision (float16, bfloat16) as float32.
+
+    Half-precision logits are computed on in float32 and the results rounded back once: a
+    float16 ``z − m`` or normaliser ``Σ_j e^{z_j − m}`` (which overflows past 65,504 classes)
+    would be worse than the naive computation.
+    """
+    if z.dtype in (xp.float32, xp.float64):
+        return z
+    return xp.astype(z, xp.float32)
 
 
 def _nan_where_undefined(xp: Any, values: Array, log_norm: Array) -> Array:
@@ -83,7 +108,7 @@ def logsumexp(z: Array, *, axis: int = -1, keepdims: bool = False) -> Array:
     xp, (z,) = namespace(z)
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
-    _, m, log_norm = shifted_logits(xp, z, axis)
+    _, m, log_norm = shifted_logits(xp, widened(xp, z), axis)
     lse = xp.astype(m, xp.float64) + log_norm
     if not keepdims:
         lse = xp.squeeze(lse, axis=axis)
@@ -115,10 +140,11 @@ def softmax(z: Array, *, axis: int = -1) -> Array:
     xp, (z,) = namespace(z)
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
-    shifted, _, log_norm = shifted_logits(xp, z, axis)
+    shifted, _, log_norm = shifted_logits(xp, widened(xp, z), axis)
+    # exp(z − lse), never e / Σ e: the normaliser may be beyond the dtype's range
     with np.errstate(invalid="ignore"):  # an all -inf row is NaN, as documented
-        probs = xp.exp(shifted) / xp.astype(xp.exp(log_norm), z.dtype)
-    return _nan_where_undefined(xp, probs, log_norm)
+        probs = xp.exp(shifted - xp.astype(log_norm, shifted.dtype))
+    return _nan_where_undefined(xp, xp.astype(probs, z.dtype), log_norm)
 
 
 def log_softmax(z: Array, *, axis: int = -1) -> Array:
@@ -149,6 +175,6 @@ def log_softmax(z: Array, *, axis: int = -1) -> Array:
     xp, (z,) = namespace(z)
     check_floating(xp, z, "logits")
     _check_axis(z, axis)
-    shifted, _, log_norm = shifted_logits(xp, z, axis)
+    shifted, _, log_norm = shifted_logits(xp, widened(xp, z), axis)
     with np.errstate(invalid="ignore"):
-        return shifted - xp.astype(log_norm, z.dtype)
+        return xp.astype(shifted - xp.astype(log_norm, shifted.dtype), z.dtype)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crossent._stats import feature_moments
+from crossent._stats import feature_scales
 from crossent.objective import LinearSoftmaxObjective
 
 # callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
@@ -49,21 +49,24 @@ class Preconditioner:
         l2: float,
         chunk_rows: int = 1024,
     ) -> Preconditioner:
-        """Feature means and scales from one float64 pass over X.
+        """Feature means and scales from float64 passes over X.
 
         ``σ_j = sqrt(v_j + λ / S)`` with ``v_j`` the weighted variance of feature ``j``
-        (its mean square without centring; two stable passes, see
-        :func:`crossent._stats.feature_moments`) and ``S = Σ s_i``: the square root of the
+        (its mean square without centring; stable passes, see
+        :func:`crossent._stats.feature_scales`) and ``S = Σ s_i``: the square root of the
         diagonal of ``F``'s Hessian up to the softmax curvature, so that nearly constant
         features, whose curvature comes from the penalty alone, are not over-stretched.
+        Features of scale 1e200, whose ``v_j`` is beyond float64, get ``σ_j ≈ 1e200``: the
+        fit is scale-free.
         """
-        mean, spread, total = feature_moments(
-            X, sample_weight, center=center, chunk_rows=chunk_rows
+        total = float(np.sum(sample_weight)) if sample_weight is not None else X.shape[0]
+        ridge = l2 / total if total > 0 else 0.0
+        mean, scale, total = feature_scales(
+            X, sample_weight, center=center, ridge=ridge, chunk_rows=chunk_rows
         )
         if not total > 0:
             return cls.identity(X.shape[1])
-        scale = np.sqrt(spread + l2 / total)
-        return cls(mean, np.where(scale > 0, scale, 1.0))
+        return cls(mean, np.where((scale > 0) & np.isfinite(scale), scale, 1.0))
 
     def to_model(self, x: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         d = self.scale.shape[0]
@@ -133,7 +136,7 @@ class Problem:
             l2=obj.l2 * batch_total / self.normaliser,
             sample_weight=weights,
             fit_intercept=obj.fit_intercept,
-            n_threads=obj.n_threads,
+            n_threads=obj.n_threads,  # the knob, resolved per batch by its size
         )
         return Problem(batch, self.precond, batch_total)
 
