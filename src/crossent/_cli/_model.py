@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from crossent._stats import feature_moments
+from crossent._stats import feature_scales
 from crossent.classifier import SoftmaxClassifier
 from crossent.data import DataError, Dataset
 from crossent.model_io import ModelFileError, load_model
@@ -43,8 +43,7 @@ class Preprocessing:
         """Feature means and standard deviations of ``X`` (a constant feature gets scale 1)."""
         if not standardize:
             return cls()
-        mean, spread, _ = feature_moments(X)
-        scale = np.sqrt(spread)
+        mean, scale, _ = feature_scales(X)
         return cls(mean, np.where(scale > 0, scale, 1.0))
 
     @property
@@ -145,13 +144,19 @@ class LoadedModel:
     def _finite(self, method: Any, X: np.ndarray) -> np.ndarray:
         """``method`` applied to the standardised ``X``; an overflow is one clear error."""
         inputs = self.preprocessing.apply(X)
-        with np.errstate(over="ignore", invalid="ignore"):  # judged by the result below
-            out: np.ndarray = method(inputs)
+        overflow = ModelFileError(
+            f"{self.path}: the scores X·coefᵀ + intercept overflow on these data (array "
+            "'coef' too large for the features' scale)"
+        )
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # judged by the result below
+                out: np.ndarray = method(inputs)
+        except ValueError as exc:  # the classifier refuses scores that overflow
+            if "overflow" in str(exc):
+                raise overflow from None
+            raise ModelFileError(f"{self.path}: {exc}") from None
         if not np.isfinite(out).all():
-            raise ModelFileError(
-                f"{self.path}: the scores X·coefᵀ + intercept overflow on these data (array "
-                "'coef' too large for the features' scale)"
-            )
+            raise overflow
         return out
 
     def check_data(self, data: Dataset) -> None:

@@ -144,7 +144,7 @@ def run_predict(args: argparse.Namespace, argv: list[str]) -> int:
     if args.proba:
         text = predictions_csv([str(c) for c in model.classes.tolist()], model.proba(data.X))
     else:
-        labels = model.classifier.predict(model.preprocessing.apply(data.X))
+        labels = model.predict(data.X)
         text = predictions_csv(["label"], labels)
     if args.output is None:
         sys.stdout.write(text)
