@@ -250,11 +250,46 @@ def coloured_pixels(pixels: np.ndarray) -> int:
     return int(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum())
 
 
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set to anything but empty, 0 or false)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_chromium(path: Path = CHROMIUM) -> Path:
+    """``path`` if Chromium is there; if not, skip with the reason, or fail in CI (which
+    must run the browser test: ``.ci/run`` installs Chromium and sets ``CI=true``)."""
+    if path.exists():
+        return path
+    reason = f"{path} is missing: run `apt-get install -y chromium` (CI installs it)"
+    if in_ci():
+        pytest.fail(f"{reason}; CI must run the browser test")
+    pytest.skip(reason)
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [
+        ("", pytest.skip.Exception),
+        ("false", pytest.skip.Exception),
+        ("true", pytest.fail.Exception),
+    ],
+)
+def test_missing_chromium_skips_outside_ci_and_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    missing = tmp_path / "no-chromium"
+    with pytest.raises(outcome, match=re.escape(f"{missing} is missing")):
+        require_chromium(missing)
+    present = tmp_path / "chromium"
+    present.touch()
+    assert require_chromium(present) == present  # found: neither skip nor fail
+
+
 @pytest.mark.browser
 def test_browser_draws_the_plots(written: tuple[Path, str, ReportParser], tmp_path: Path) -> None:
     """Chromium shows every plot: the page has colour, and it goes when an image is removed."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium` (CI installs it)")
+    require_chromium()
     path, text, _ = written
     real = screenshot(path, tmp_path / "real")
     non_white = float((real.min(axis=2) < 235).mean())
