@@ -4,6 +4,7 @@ files appear all at once or not at all, atomic text files, and warnings on stder
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from crossent._atomic import renamed_error
 from crossent.data import DataError, Dataset, load_dataset
 
 _INDEX = re.compile(r"[+-]?\d+")
@@ -77,12 +79,26 @@ class OutputDir:
     Files are first written into a hidden staging folder inside the output folder, then
     moved into place with :func:`os.replace` once all of them exist. Folders this object
     created are removed again by :meth:`discard` if they are left empty, so a failed
-    command leaves no trace.
+    command leaves no trace. An :class:`OSError` about the staging folder or a file in it
+    is raised again about the user's own path (``DIR/report.html``, ``DIR``).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.path = Path(directory)
         self._created: list[Path] = []
+
+    def check(self) -> None:
+        """Refuse, before any work, a folder that cannot be one: an existing file, or a
+        place whose nearest existing parent is a file or cannot be written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.path))
+        existing = self.path.absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(existing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
 
     def ensure(self) -> Path:
         """Create the folder (and missing parents) if needed; return its path."""
@@ -95,20 +111,35 @@ class OutputDir:
             folder.mkdir()
             self._created.append(folder)
         if not self.path.is_dir():
-            raise NotADirectoryError(f"{self.path}: exists and is not a directory")
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.path))
         return self.path
+
+    def _user_path(self, exc: OSError, stage: Path | None) -> OSError:
+        """``exc`` about the user's path when it names the staging folder or a file in it."""
+        for name in (exc.filename, exc.filename2):
+            if name is None or ".crossent-staging-" not in os.fspath(name):
+                continue
+            inside = Path(os.fspath(name))
+            if stage is not None and inside.parent == stage:
+                return renamed_error(exc, self.path / inside.name)
+            return renamed_error(exc, self.path)
+        return exc
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
         """Yield a staging folder; on normal exit move every file in it into the folder."""
         self.ensure()
-        stage = Path(tempfile.mkdtemp(prefix=".crossent-staging-", dir=self.path))
+        stage = None
         try:
+            stage = Path(tempfile.mkdtemp(prefix=".crossent-staging-", dir=self.path))
             yield stage
             for file in sorted(stage.iterdir()):
                 os.replace(file, self.path / file.name)
+        except OSError as exc:
+            raise self._user_path(exc, stage) from None
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
 
     def discard(self) -> None:
         """Remove the folders this object created, where they are empty."""
