@@ -96,9 +96,11 @@ class OutputDir:
         while not existing.exists():
             existing = existing.parent
         if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(existing))
+            reason = f"cannot be created, {existing} is not a directory"
+            raise NotADirectoryError(errno.ENOTDIR, reason, str(self.path))
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+            reason = f"cannot be written ({existing}: {os.strerror(errno.EACCES)})"
+            raise PermissionError(errno.EACCES, reason, str(self.path))
 
     def ensure(self) -> Path:
         """Create the folder (and missing parents) if needed; return its path."""

@@ -29,7 +29,7 @@ from crossent.objective import loss_gradient
 from crossent.report import write_report
 from crossent.solvers import MINIBATCH
 
-from . import interrupt_status
+from . import Terminated, interrupt_status
 from ._checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
@@ -260,7 +260,8 @@ def _fit(
             if line is not None:
                 line.close()  # end the progress line before any message
     if interrupted is not None:
-        _interrupted(args, argv, monitor, start, checkpoint_path, save)
+        what = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
+        _interrupted(args, argv, monitor, start, checkpoint_path, save, what)
         return interrupt_status(interrupted)
     converged = True
     for warning in caught:
@@ -283,8 +284,10 @@ def _interrupted(
     start: Checkpoint | None,
     checkpoint_path: Path,
     save: Any,
+    what: str = "interrupted",
 ) -> None:
-    where = f"interrupted at iteration {monitor.iteration}"
+    """Save the last checkpoint if asked, and say how to resume (or that nothing was kept)."""
+    where = f"{what} at iteration {monitor.iteration}"
     if args.checkpoint_every and monitor.last is not None:
         if monitor.last is not start:
             save(monitor.last)
