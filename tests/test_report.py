@@ -4,6 +4,7 @@ and a headless-Chromium rendering check (marker ``browser``)."""
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import os
 import re
@@ -172,6 +173,59 @@ def test_loss_axis_is_logarithmic_only_over_two_decades() -> None:
     assert wide.axes[0].get_yscale() == "log" and narrow.axes[0].get_yscale() == "linear"
 
 
+def test_the_resume_point_is_marked() -> None:
+    loss = np.geomspace(10.0, 1.0, 30)
+    ax = report._plot_loss(loss, resumed_at=12).axes[0]
+    marks = [line for line in ax.get_lines() if list(line.get_xdata()) == [12, 12]]
+    assert len(marks) == 1 and marks[0].get_linestyle() == "--"
+    legend = ax.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["resumed after iteration 12"]
+    plain = report._plot_loss(loss).axes[0]
+    assert len(plain.get_lines()) == 1 and plain.get_legend() is None
+
+
+def test_the_report_says_where_a_run_was_resumed(tmp_path: Path) -> None:
+    inputs = make_inputs() | {"loss_curve": np.geomspace(10.0, 1.0, 30), "resumed_at": 12}
+    text = write_report(tmp_path / "r.html", **inputs).read_text(encoding="utf-8")
+    assert re.search(r'id="loss-curve" alt="Objective over 30 iterations, [^"]*, resumed after '
+                     r'iteration 12"', text)  # fmt: skip
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES])
+@pytest.mark.parametrize("call", ["write", "fsync", "replace"])
+def test_a_write_error_names_the_report_not_a_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, code: int
+) -> None:
+    target = tmp_path / "report.html"
+    target.write_text("old report", encoding="utf-8")
+    real = getattr(os, call)
+    temporary = {}
+
+    def failing(*args: object) -> object:
+        if call == "replace" or args[0] == temporary.get("fd"):
+            name = args[0] if call == "replace" else None  # the temporary file, as os says it
+            raise OSError(code, os.strerror(code), name)
+        return real(*args)
+
+    real_open = os.open
+
+    def recording_open(path: str, *args: object) -> int:
+        fd = real_open(path, *args)
+        if os.fspath(path).endswith(".tmp"):
+            temporary["fd"] = fd
+        return fd
+
+    monkeypatch.setattr(os, "open", recording_open)
+    monkeypatch.setattr(os, call, failing)
+    with pytest.raises(OSError) as caught:
+        write_report(target, **make_inputs(n_classes=3))
+    assert caught.value.errno == code and caught.value.filename == str(target)
+    assert f"{target}: {os.strerror(code)}" in f"{caught.value.filename}: {caught.value.strerror}"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert target.read_text(encoding="utf-8") == "old report"
+
+
 def test_figure_png_renders_bytes() -> None:
     from matplotlib.figure import Figure
 
@@ -194,6 +248,11 @@ def test_figure_png_renders_bytes() -> None:
         ({"per_class": {"recall": np.ones(9)}}, "per_class"),
         ({"loss_curve": []}, "loss_curve"),
         ({"pred_entropy": np.ones((4, 2))}, "pred_entropy"),
+        ({"resumed_at": 0}, "resumed_at"),
+        ({"resumed_at": 150}, "resumed_at"),
+        ({"resumed_at": 2.5}, "resumed_at"),
+        ({"resumed_at": True}, "resumed_at"),
+        ({"resumed_at": 3, "loss_curve": None}, "resumed_at"),
     ],
 )
 def test_bad_inputs_raise(tmp_path: Path, change: dict, message: str) -> None:

@@ -232,7 +232,8 @@ def _check_inputs(
     if resumed_at is not None:
         if loss is None:
             raise ValueError("resumed_at was given without loss_curve")
-        if isinstance(resumed_at, bool) or not 1 <= resumed_at < loss.size:
+        whole = isinstance(resumed_at, (int, np.integer)) and not isinstance(resumed_at, bool)
+        if not (whole and 1 <= resumed_at < loss.size):
             raise ValueError(
                 f"resumed_at must be an iteration from 1 to {loss.size - 1}, got {resumed_at!r}"
             )
