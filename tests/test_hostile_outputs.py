@@ -168,6 +168,7 @@ DISK_FAULTS = [
     ("train", "report.html", "write", errno.EFBIG),
     ("train", "model.safetensors", "fsync", errno.EROFS),
     ("train", "report.html", "open", errno.EACCES),
+    ("train", "checkpoint.safetensors", "write", errno.ENOSPC),
     ("predict", "p.csv", "write", errno.ENOSPC),
     ("predict", "p.csv", "replace", errno.EROFS),
     ("evaluate", "evaluation.html", "write", errno.EFBIG),
@@ -191,7 +192,8 @@ def test_a_disk_fault_names_the_users_file(
     data, model = trained
     out = tmp_path / "out"
     argv = {
-        "train": ["train", "--data", str(data), "--out", str(out), "--quiet"],
+        "train": ["train", "--data", str(data), "--out", str(out), "--quiet"]
+        + (["--checkpoint-every", "1"] if name.startswith("checkpoint") else []),
         "predict": ["predict", "--model", str(model), "--data", str(data)],
         "evaluate": ["evaluate", "--model", str(model), "--data", str(data)],
     }[command]
@@ -285,6 +287,7 @@ def test_main_restores_the_sigterm_handler():
         (["train", "--test-size", "1.0"], "--test-size"),
         (["train", "--l2", "inf"], "--l2"),
         (["train", "--l2", "nan"], "--l2"),
+        (["train", "--l2", "1e308"], "--l2"),
         (["train", "--tol", "nan"], "--tol"),
         (["train", "--batch-size", "0"], "--batch-size"),
         (["train", "--checkpoint-every", "1.5"], "--checkpoint-every"),

@@ -31,7 +31,7 @@ from crossent.model_io import ModelFileError, load_model, save_model
 
 from ._common import CommandError
 from ._model import CHECKPOINT_KIND
-from ._parser import MAX_COUNT, MAX_SEED, SOLVER_NAMES, TRAIN_DEFAULTS
+from ._parser import MAX_COUNT, MAX_L2, MAX_SEED, SOLVER_NAMES, TRAIN_DEFAULTS
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -92,7 +92,7 @@ _OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {
     "label_column": lambda v: v is None or _is_text(v),
     "labels": lambda v: v is None or _is_text(v),
     "skip_bad_images": lambda v: isinstance(v, bool),
-    "l2": lambda v: _is_number(v, lambda x: x >= 0),
+    "l2": lambda v: _is_number(v, lambda x: 0 <= x <= MAX_L2),
     "solver": lambda v: v in SOLVER_NAMES,
     "max_iter": lambda v: _is_int(v, 1, MAX_COUNT),
     "tol": lambda v: _is_number(v, lambda x: x >= 0),

@@ -93,6 +93,10 @@ def _count(upper: int, what: str = "") -> Callable[[str], float]:
 
 positive_int = _count(MAX_COUNT)
 non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
+# Training's λ: beyond 1e100 every weight is 0 to the last digit, and the minibatch solvers'
+# steps overflow float64 (--l2 1e308 with adam) instead of saying so.
+MAX_L2 = 1e100
+penalty = _number(float, lambda v: 0 <= v <= MAX_L2, f"a number >= 0 and <= {MAX_L2:g}")
 fraction = _number(float, lambda v: 0 < v < 1, "a fraction strictly between 0 and 1")
 seed_int = _number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
 
@@ -177,9 +181,9 @@ def _add_objective_options(train: argparse.ArgumentParser) -> None:
     """The options that define the minimised function: λ, the split, standardisation."""
     train.add_argument(
         "--l2",
-        type=non_negative,
+        type=penalty,
         metavar="λ",
-        help=f"weight λ >= 0 of the penalty (λ/2)‖W‖² {_default('l2')}",
+        help=f"weight 0 <= λ <= {MAX_L2:g} of the penalty (λ/2)‖W‖² {_default('l2')}",
     )
     train.add_argument(
         "--test-size",
