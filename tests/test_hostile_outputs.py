@@ -323,3 +323,20 @@ def test_gradcheck_catches_a_nan_gradient(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(objective, "loss_gradient", nan_gradient)
     code, out, _ = run_cli(["gradcheck"])
     assert code == 1 and "FAILED" in out and "checks out" not in out
+
+
+def test_a_refused_model_names_the_users_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple[Path, Path]
+):
+    """A fault of the model's content found while saving it names DIR/model.safetensors."""
+    from crossent._cli import _train
+    from crossent.model_io import ModelFileError
+
+    def refuse(path: Any, arrays: Any, metadata: Any) -> None:
+        raise ModelFileError(f"{path}: array 'coef' is not finite")
+
+    monkeypatch.setattr(_train, "save_model", refuse)
+    data, _ = trained
+    out = tmp_path / "out"
+    argv = ["train", "--data", str(data), "--out", str(out), "--quiet"]
+    expect_refusal(argv, 1, names=[f"{out / 'model.safetensors'}: array 'coef'"], folder=tmp_path)

@@ -73,6 +73,15 @@ def need_labels(data: Dataset) -> None:
         raise DataError(f"{data.name}: no labels")
 
 
+def _renamed_message(exc: Exception, old: str, new: str) -> Exception:
+    """``exc`` with ``old`` replaced by ``new`` in its message (same type when possible)."""
+    message = str(exc).replace(old, new)
+    try:
+        return type(exc)(message)
+    except Exception:  # an exception type with another signature
+        return CommandError(message)
+
+
 class OutputDir:
     """An output folder whose files are committed together or not at all.
 
@@ -139,6 +148,10 @@ class OutputDir:
                 os.replace(file, self.path / file.name)
         except OSError as exc:
             raise self._user_path(exc, stage) from None
+        except Exception as exc:  # e.g. a ModelFileError whose message names the file
+            if stage is None or str(stage) not in str(exc):
+                raise
+            raise _renamed_message(exc, str(stage), str(self.path)) from None
         finally:
             if stage is not None:
                 shutil.rmtree(stage, ignore_errors=True)
