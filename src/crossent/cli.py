@@ -77,8 +77,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler installed outside Python, which cannot be put back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _command(run: str) -> Callable[[argparse.Namespace, list[str]], int]:
