@@ -203,3 +203,10 @@ def test_resume_from_a_checkpoint_without_options(folder: Path):
 )
 def test_a_usage_error(tmp_path: Path, argv: list[str], names: list[str]):
     expect_refusal(argv, 2, names=names, folder=tmp_path)
+
+
+def test_resume_when_the_recorded_data_is_gone(folder: Path):
+    gone = str(folder / "gone.npz")  # the checkpoint records an absolute path
+    path = folder / "run" / CHECKPOINT
+    rewrite(path, meta=lambda document: document["options"].update(data=gone))
+    expect_refusal(resume(folder), 1, names=[gone], folder=folder)
