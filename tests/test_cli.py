@@ -823,6 +823,7 @@ def test_import_crossent_is_lazy(tmp_path):
         "import sys, crossent\n"
         f"assert not [m for m in {HEAVY!r} if m in sys.modules], sys.modules.keys()\n"
         "assert crossent.__version__ and 'SoftmaxClassifier' in crossent.__all__\n"
+        "import crossent.softmax as module\nassert callable(crossent.softmax), crossent.softmax\n"
         "assert set(crossent.__all__) <= set(dir(crossent))\n"
         "from crossent import SoftmaxClassifier, softmax\n"
         "assert SoftmaxClassifier.__module__ == 'crossent.classifier'\n"

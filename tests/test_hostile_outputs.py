@@ -4,7 +4,8 @@ Every case is one refusal checked by :func:`_hostile.expect_refusal`: the exit c
 ``crossent: error:`` line (argparse's ``error:`` for usage errors) naming the option or the
 user's own file, no traceback, and the folder unchanged afterwards (no staging folder, no
 temporary file, no half-written output). Faults of the disk are injected by replacing
-``os.write``, ``os.fsync``, ``os.replace`` or ``os.open`` for crossent's own files only.
+``os.open``, the ``write`` of ``os.fdopen``'s file, ``os.fsync`` or ``os.replace``, for
+crossent's own files only.
 """
 
 from __future__ import annotations
@@ -116,12 +117,13 @@ def test_train_out_in_an_unwritable_folder(tmp_path: Path, monkeypatch: pytest.M
 
 
 def inject(monkeypatch: pytest.MonkeyPatch, call: str, code: int, name: str) -> None:
-    """Make ``os.<call>`` fail with ``code`` for crossent's temporary files of ``name``.
+    """Make writing crossent's temporary file of ``name`` fail with ``code`` at ``call``.
 
-    ``os.open`` of such a file is recorded (fd -> path) so that ``write`` and ``fsync``
-    fail only on those descriptors; ``replace`` fails when its target ends with ``name``.
+    ``os.open`` of such a file is recorded (fd -> path) so that ``write`` (of the file
+    object ``os.fdopen`` returns: half the bytes, then the error) and ``fsync`` fail only
+    on those descriptors; ``replace`` fails when its target ends with ``name``.
     """
-    real = {fn: getattr(os, fn) for fn in ("open", "write", "fsync", "replace")}
+    real = {fn: getattr(os, fn) for fn in ("open", "fdopen", "fsync", "replace")}
     ours: set[int] = set()
 
     def is_ours(path: Any) -> bool:
@@ -139,10 +141,19 @@ def inject(monkeypatch: pytest.MonkeyPatch, call: str, code: int, name: str) -> 
             ours.add(fd)
         return fd
 
-    def fake_write(fd: int, data: Any) -> int:
+    def fake_fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        file = real["fdopen"](fd, *args, **kwargs)
         if call == "write" and fd in ours:
-            fail()
-        return real["write"](fd, data)
+            real_write = file.write
+
+            def write(data: bytes) -> int:
+                real_write(data[: len(data) // 2])
+                file.flush()
+                fail()
+                return 0  # pragma: no cover
+
+            file.write = write
+        return file
 
     def fake_fsync(fd: int) -> None:
         if call == "fsync" and fd in ours:
@@ -156,7 +167,7 @@ def inject(monkeypatch: pytest.MonkeyPatch, call: str, code: int, name: str) -> 
 
     for fn, fake in (
         ("open", fake_open),
-        ("write", fake_write),
+        ("fdopen", fake_fdopen),
         ("fsync", fake_fsync),
         ("replace", fake_replace),
     ):

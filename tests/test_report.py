@@ -199,29 +199,26 @@ def test_a_write_error_names_the_report_not_a_temporary_file(
 ) -> None:
     target = tmp_path / "report.html"
     target.write_text("old report", encoding="utf-8")
-    real = getattr(os, call)
-    temporary = {}
 
-    def failing(*args: object) -> object:
-        if call == "replace" or args[0] == temporary.get("fd"):
-            name = args[0] if call == "replace" else None  # the temporary file, as os says it
-            raise OSError(code, os.strerror(code), name)
-        return real(*args)
+    def fail(name: object = None) -> None:  # as the OS reports it: about the temporary file
+        raise OSError(code, os.strerror(code), name)
 
-    real_open = os.open
+    if call == "write":
+        real_fdopen = os.fdopen
 
-    def recording_open(path: str, *args: object) -> int:
-        fd = real_open(path, *args)
-        if os.fspath(path).endswith(".tmp"):
-            temporary["fd"] = fd
-        return fd
+        def fdopen(fd: int, *args: object, **kwargs: object) -> object:
+            file = real_fdopen(fd, *args, **kwargs)  # type: ignore[call-overload]
+            file.write = lambda data: fail()
+            return file
 
-    monkeypatch.setattr(os, "open", recording_open)
-    monkeypatch.setattr(os, call, failing)
+        monkeypatch.setattr(os, "fdopen", fdopen)
+    elif call == "fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: fail())
+    else:
+        monkeypatch.setattr(os, "replace", lambda src, dst: fail(src))
     with pytest.raises(OSError) as caught:
         write_report(target, **make_inputs(n_classes=3))
     assert caught.value.errno == code and caught.value.filename == str(target)
-    assert f"{target}: {os.strerror(code)}" in f"{caught.value.filename}: {caught.value.strerror}"
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
     assert target.read_text(encoding="utf-8") == "old report"
 

@@ -3,9 +3,9 @@
 The public face of the package; see ``docs/derivation.md`` for where each equation of the
 derivation lives.
 
-The names are imported on first use (PEP 562), so that ``import crossent`` and the
-command's ``--help`` stay fast: :class:`SoftmaxClassifier` needs scikit-learn, which is
-imported only when the classifier is asked for.
+:class:`SoftmaxClassifier` is imported on first use (PEP 562), so that ``import crossent``
+and the command's ``--help`` do not import scikit-learn; the functions need only NumPy and
+are imported at once (``softmax`` must be the function, not the submodule of that name).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from crossent._version import __version__
+from crossent.info import cross_entropy, entropy, kl_divergence
+from crossent.loss import softmax_cross_entropy, softmax_cross_entropy_with_grad
+from crossent.softmax import log_softmax, logsumexp, softmax
 
-if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+if TYPE_CHECKING:  # what the lazy name is, for type checkers and IDEs
     from crossent.classifier import SoftmaxClassifier
-    from crossent.info import cross_entropy, entropy, kl_divergence
-    from crossent.loss import softmax_cross_entropy, softmax_cross_entropy_with_grad
-    from crossent.softmax import log_softmax, logsumexp, softmax
 
 __all__ = [
     "SoftmaxClassifier",
@@ -34,18 +34,8 @@ __all__ = [
     "softmax_cross_entropy_with_grad",
 ]
 
-# public name -> the module that defines it
-_LAZY = {
-    "SoftmaxClassifier": "crossent.classifier",
-    "cross_entropy": "crossent.info",
-    "entropy": "crossent.info",
-    "kl_divergence": "crossent.info",
-    "softmax_cross_entropy": "crossent.loss",
-    "softmax_cross_entropy_with_grad": "crossent.loss",
-    "log_softmax": "crossent.softmax",
-    "logsumexp": "crossent.softmax",
-    "softmax": "crossent.softmax",
-}
+# lazy public name -> the module that defines it
+_LAZY = {"SoftmaxClassifier": "crossent.classifier"}
 
 
 def __getattr__(name: str) -> Any:

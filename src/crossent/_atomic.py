@@ -39,14 +39,6 @@ def _open_temporary(path: str, directory: str) -> tuple[int, str]:
     raise FileExistsError(f"cannot create a temporary file in {directory}")  # pragma: no cover
 
 
-def _write_all(fd: int, payload: bytes) -> None:
-    """``os.write`` until every byte is written (a write may take only part of them)."""
-    view = memoryview(payload)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def write_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
     """Write ``payload`` to ``path`` atomically (the file gets the usual umask mode).
 
@@ -67,11 +59,10 @@ def write_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
     except OSError as exc:
         raise renamed_error(exc, path) from None
     try:
-        try:
-            _write_all(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         try:
