@@ -137,7 +137,8 @@ def _add_data_options(
         type=path_text,
         metavar="NAME|INDEX",
         help="CSV only: the label column, by header name or 0-based index (default: a column "
-        f"named 'label' or 'y', else {'the last column' if labels_required else 'none'})",
+        "named 'label', 'target', 'class' or 'y', "
+        f"{'else this option is needed' if labels_required else 'else none'})",
     )
     parser.add_argument(
         "--labels",
