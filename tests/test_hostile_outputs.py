@@ -228,8 +228,8 @@ _SLOW_TRAIN = textwrap.dedent(
 
     real = _train._Monitor.__call__
 
-    def slow(self, progress):  # 50 ms an iteration: time to send a signal
-        time.sleep(0.05)
+    def slow(self, progress):  # 0.2 s an iteration: time to send a signal on a busy machine
+        time.sleep(0.2)
         return real(self, progress)
 
     _train._Monitor.__call__ = slow
@@ -268,7 +268,6 @@ def test_sigterm_keeps_the_checkpoint_and_says_how_to_resume(tmp_path: Path):
     assert sorted(os.listdir(out)) == ["checkpoint.safetensors"]  # no model, no staging
     stopped = int(stderr.split()[3].rstrip(";"))
     assert load_model(checkpoint)[1]["iteration"] == stopped >= 2  # the last iteration kept
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main restored the handler
 
 
 def test_main_restores_the_sigterm_handler():
