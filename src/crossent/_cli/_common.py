@@ -73,15 +73,6 @@ def need_labels(data: Dataset) -> None:
         raise DataError(f"{data.name}: no labels")
 
 
-def _renamed_message(exc: Exception, old: str, new: str) -> Exception:
-    """``exc`` with ``old`` replaced by ``new`` in its message (same type when possible)."""
-    message = str(exc).replace(old, new)
-    try:
-        return type(exc)(message)
-    except Exception:  # an exception type with another signature
-        return CommandError(message)
-
-
 class OutputDir:
     """An output folder whose files are committed together or not at all.
 
@@ -136,6 +127,15 @@ class OutputDir:
             return renamed_error(exc, self.path)
         return exc
 
+    @staticmethod
+    def _renamed_message(exc: Exception, old: str, new: str) -> Exception:
+        """``exc`` with ``old`` replaced by ``new`` in its message (same type if possible)."""
+        message = str(exc).replace(old, new)
+        try:
+            return type(exc)(message)
+        except Exception:  # an exception type with another signature
+            return CommandError(message)
+
     @contextmanager
     def staging(self) -> Iterator[Path]:
         """Yield a staging folder; on normal exit move every file in it into the folder."""
@@ -151,7 +151,7 @@ class OutputDir:
         except Exception as exc:  # e.g. a ModelFileError whose message names the file
             if stage is None or str(stage) not in str(exc):
                 raise
-            raise _renamed_message(exc, str(stage), str(self.path)) from None
+            raise self._renamed_message(exc, str(stage), str(self.path)) from None
         finally:
             if stage is not None:
                 shutil.rmtree(stage, ignore_errors=True)
