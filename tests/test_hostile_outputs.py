@@ -66,12 +66,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         (["predict", "--model", "", "--data", "d.csv"], "--model"),
         (["evaluate", "--model", "m", "--data", "d.csv", "--out", "  "], "--out"),
         (["train", "--labels", ""], "--labels"),
+        (["train", "--label-column", " "], "--label-column"),
     ],
-    ids=["train--out", "train--data", "predict--output", "--model", "evaluate--out", "--labels"],
+    ids=[
+        "train--out",
+        "train--data",
+        "predict--output",
+        "--model",
+        "evaluate--out",
+        "--labels",
+        "--label-column",
+    ],
 )
-def test_an_empty_path_option_is_a_usage_error(tmp_path: Path, argv: list[str], option: str):
-    line = expect_refusal(argv, 2, names=[option, "expected a path"], folder=tmp_path)
-    assert "''" in line or "'  '" in line
+def test_an_empty_option_is_a_usage_error(tmp_path: Path, argv: list[str], option: str):
+    line = expect_refusal(argv, 2, names=[f"argument {option}: expected "], folder=tmp_path)
+    assert "''" in line or "' '" in line or "'  '" in line
 
 
 # ------------------------------------------------------------ where outputs go

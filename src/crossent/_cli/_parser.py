@@ -101,14 +101,20 @@ fraction = _number(float, lambda v: 0 < v < 1, "a fraction strictly between 0 an
 seed_int = _number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
 
 
-def path_text(text: str) -> str:
-    """A file or folder name: anything but an empty (or all-blank) string."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
-    return text
+def _non_empty(what: str) -> Callable[[str], str]:
+    """A parser of ``what`` (a path, a column): anything but an empty or all-blank string."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return text
+
+    parse.__name__ = what
+    return parse
 
 
-path_text.__name__ = "a path"
+path_text = _non_empty("a path")
+column_text = _non_empty("a column name or index")
 
 
 def _paragraph(text: str) -> str:
@@ -134,7 +140,7 @@ def _add_data_options(
         )
     parser.add_argument(
         "--label-column",
-        type=path_text,
+        type=column_text,
         metavar="NAME|INDEX",
         help="CSV only: the label column, by header name or 0-based index (default: a column "
         "named 'label', 'target', 'class' or 'y', "
