@@ -771,3 +771,121 @@ def test_top_level_help_and_version():
     assert code == 0 and out == f"crossent {crossent.__version__}\n"
     code, _, err = run([])
     assert code == 2 and "required: command" in err
+
+
+# --------------------------------------------------------------------------- startup
+
+
+def test_python_dash_m_crossent(tmp_path):
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "crossent", "--version"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"crossent {crossent.__version__}\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "crossent", "fit"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "invalid choice: 'fit'" in result.stderr
+
+
+HEAVY = ("sklearn", "scipy", "torch", "matplotlib")
+
+_HELP_IMPORTS = """
+import contextlib, io, json, sys
+from crossent.cli import main
+codes = []
+with contextlib.redirect_stdout(io.StringIO()):
+    for argv in (["--help"], ["train", "--help"], ["gradcheck", "--help"], ["--version"]):
+        try:
+            codes.append(main(argv))
+        except SystemExit as exc:
+            codes.append(exc.code)
+print(json.dumps({"codes": codes, "heavy": [m for m in %r if m in sys.modules]}))
+"""
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    """``crossent --help`` and ``crossent train --help`` do not import scikit-learn (1.5 s)."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-c", _HELP_IMPORTS % (HEAVY,)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"codes": [0, 0, 0, 0], "heavy": []}
+
+
+def test_import_crossent_is_lazy(tmp_path):
+    script = (
+        "import sys, crossent\n"
+        f"assert not [m for m in {HEAVY!r} if m in sys.modules], sys.modules.keys()\n"
+        "assert crossent.__version__ and 'SoftmaxClassifier' in crossent.__all__\n"
+        "import crossent.softmax as module\nassert callable(crossent.softmax), crossent.softmax\n"
+        "assert set(crossent.__all__) <= set(dir(crossent))\n"
+        "from crossent import SoftmaxClassifier, softmax\n"
+        "assert SoftmaxClassifier.__module__ == 'crossent.classifier'\n"
+        "assert 'sklearn' in sys.modules\n"
+        "try:\n    crossent.no_such_name\nexcept AttributeError as exc:\n"
+        "    assert 'no_such_name' in str(exc)\nelse:\n    raise SystemExit('no error')\n"
+    )
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_parser_knows_every_solver():
+    from crossent._cli._parser import SOLVER_NAMES
+    from crossent.solvers import SOLVERS
+
+    assert sorted(SOLVER_NAMES) == sorted(SOLVERS)
+
+
+def test_one_home_for_the_exit_statuses():
+    from crossent import _cli
+
+    assert not hasattr(_train, "EXIT_INTERRUPTED")
+    assert (_cli.EXIT_INTERRUPTED, _cli.EXIT_TERMINATED) == (130, 143)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_with_out_alone(tmp_path, monkeypatch):
+    """``train --resume --out DIR`` takes the data and options from the checkpoint, from
+    another working folder; the summary and the report say that the run was resumed."""
+    X, y = blobs(n_per_class=40, n_classes=3, d=5, seed=2)
+    np.savez(tmp_path / "blobs.npz", X=X, y=y)
+    options = ["--data", "blobs.npz", "--l2", "0.3", "--seed", "4", "--test-size", "0.3"]
+    options += ["--tol", "1e-8", "--json"]
+    monkeypatch.chdir(tmp_path)  # a relative --data: the checkpoint records it absolute
+    code, stdout, err = run(["train", *options, "--out", "whole"])
+    assert code == 0, err
+    whole = json.loads(stdout)
+    with monkeypatch.context() as mp:
+        interrupt_at(mp, 4)
+        code, _, err = run(["train", *options, "--out", "part", "--checkpoint-every", "2"])
+    assert code == 130, err
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    part = tmp_path / "part"
+    code, stdout, err = run(["train", "--resume", "--out", str(part)])
+    assert code == 0, err
+    text = stdout.splitlines()
+    assert text[0].startswith(f"data      {tmp_path / 'blobs.npz'}: 120 samples × 5 features")
+    assert "(stratified, test size 0.3, seed 4)" in text[1] and "l2 = 0.3" in text[2]
+    assert text[3] == f"resumed   from {part / 'checkpoint.safetensors'} at iteration 4"
+    _, meta = load_model(part / "model.safetensors")
+    training = meta["training"]
+    assert training["resumed_from_iteration"] == 4 and meta["l2"] == 0.3
+    assert abs(training["objective"] - whole["objective"]) <= 1e-6 * abs(whole["objective"])
+    report = (part / "report.html").read_text(encoding="utf-8")
+    assert re.search(r'id="loss-curve" alt="[^"]*, resumed after iteration 4"', report)
+    assert "<td>resumed from iteration</td><td>4</td>" in report
+    assert sorted(os.listdir(part)) == ["model.safetensors", "report.html"]

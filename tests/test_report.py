@@ -4,6 +4,7 @@ and a headless-Chromium rendering check (marker ``browser``)."""
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import os
 import re
@@ -172,6 +173,56 @@ def test_loss_axis_is_logarithmic_only_over_two_decades() -> None:
     assert wide.axes[0].get_yscale() == "log" and narrow.axes[0].get_yscale() == "linear"
 
 
+def test_the_resume_point_is_marked() -> None:
+    loss = np.geomspace(10.0, 1.0, 30)
+    ax = report._plot_loss(loss, resumed_at=12).axes[0]
+    marks = [line for line in ax.get_lines() if list(line.get_xdata()) == [12, 12]]
+    assert len(marks) == 1 and marks[0].get_linestyle() == "--"
+    legend = ax.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["resumed after iteration 12"]
+    plain = report._plot_loss(loss).axes[0]
+    assert len(plain.get_lines()) == 1 and plain.get_legend() is None
+
+
+def test_the_report_says_where_a_run_was_resumed(tmp_path: Path) -> None:
+    inputs = make_inputs() | {"loss_curve": np.geomspace(10.0, 1.0, 30), "resumed_at": 12}
+    text = write_report(tmp_path / "r.html", **inputs).read_text(encoding="utf-8")
+    assert re.search(r'id="loss-curve" alt="Objective over 30 iterations, [^"]*, resumed after '
+                     r'iteration 12"', text)  # fmt: skip
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES])
+@pytest.mark.parametrize("call", ["write", "fsync", "replace"])
+def test_a_write_error_names_the_report_not_a_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, code: int
+) -> None:
+    target = tmp_path / "report.html"
+    target.write_text("old report", encoding="utf-8")
+
+    def fail(name: object = None) -> None:  # as the OS reports it: about the temporary file
+        raise OSError(code, os.strerror(code), name)
+
+    if call == "write":
+        real_fdopen = os.fdopen
+
+        def fdopen(fd: int, *args: object, **kwargs: object) -> object:
+            file = real_fdopen(fd, *args, **kwargs)  # type: ignore[call-overload]
+            file.write = lambda data: fail()
+            return file
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+    elif call == "fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: fail())
+    else:
+        monkeypatch.setattr(os, "replace", lambda src, dst: fail(src))
+    with pytest.raises(OSError) as caught:
+        write_report(target, **make_inputs(n_classes=3))
+    assert caught.value.errno == code and caught.value.filename == str(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert target.read_text(encoding="utf-8") == "old report"
+
+
 def test_figure_png_renders_bytes() -> None:
     from matplotlib.figure import Figure
 
@@ -194,6 +245,11 @@ def test_figure_png_renders_bytes() -> None:
         ({"per_class": {"recall": np.ones(9)}}, "per_class"),
         ({"loss_curve": []}, "loss_curve"),
         ({"pred_entropy": np.ones((4, 2))}, "pred_entropy"),
+        ({"resumed_at": 0}, "resumed_at"),
+        ({"resumed_at": 150}, "resumed_at"),
+        ({"resumed_at": 2.5}, "resumed_at"),
+        ({"resumed_at": True}, "resumed_at"),
+        ({"resumed_at": 3, "loss_curve": None}, "resumed_at"),
     ],
 )
 def test_bad_inputs_raise(tmp_path: Path, change: dict, message: str) -> None:
@@ -250,11 +306,46 @@ def coloured_pixels(pixels: np.ndarray) -> int:
     return int(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum())
 
 
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set to anything but empty, 0 or false)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_chromium(path: Path = CHROMIUM) -> Path:
+    """``path`` if Chromium is there; if not, skip with the reason, or fail in CI (which
+    must run the browser test: ``.ci/run`` installs Chromium and sets ``CI=true``)."""
+    if path.exists():
+        return path
+    reason = f"{path} is missing: run `apt-get install -y chromium` (CI installs it)"
+    if in_ci():
+        pytest.fail(f"{reason}; CI must run the browser test")
+    pytest.skip(reason)
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [
+        ("", pytest.skip.Exception),
+        ("false", pytest.skip.Exception),
+        ("true", pytest.fail.Exception),
+    ],
+)
+def test_missing_chromium_skips_outside_ci_and_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    missing = tmp_path / "no-chromium"
+    with pytest.raises(outcome, match=re.escape(f"{missing} is missing")):
+        require_chromium(missing)
+    present = tmp_path / "chromium"
+    present.touch()
+    assert require_chromium(present) == present  # found: neither skip nor fail
+
+
 @pytest.mark.browser
 def test_browser_draws_the_plots(written: tuple[Path, str, ReportParser], tmp_path: Path) -> None:
     """Chromium shows every plot: the page has colour, and it goes when an image is removed."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium` (CI installs it)")
+    require_chromium()
     path, text, _ = written
     real = screenshot(path, tmp_path / "real")
     non_white = float((real.min(axis=2) < 235).mean())

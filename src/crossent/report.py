@@ -83,11 +83,15 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _plot_loss(loss: np.ndarray) -> Figure:
+def _plot_loss(loss: np.ndarray, resumed_at: int | None = None) -> Figure:
     fig = _new_figure(8, 3.6)
     ax = fig.add_subplot()
     marker = "." if loss.size < 50 else ""
     ax.plot(np.arange(1, loss.size + 1), loss, color="tab:blue", linewidth=2, marker=marker)
+    if resumed_at is not None:  # the checkpoint's last iteration: the rest is the new run
+        label = f"resumed after iteration {resumed_at}"
+        ax.axvline(resumed_at, color="tab:red", linestyle="--", linewidth=1.5, label=label)
+        ax.legend(loc="upper right")
     finite = loss[np.isfinite(loss)]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
         ax.set_yscale("log")
@@ -199,6 +203,7 @@ def _check_inputs(
     image_shape: tuple[int, ...] | None,
     loss: np.ndarray | None,
     entropy: np.ndarray | None,
+    resumed_at: int | None = None,
 ) -> None:
     n_classes = len(class_names)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
@@ -224,6 +229,14 @@ def _check_inputs(
                 raise ValueError(f"image_shape {image_shape} does not fit coef {coef.shape}")
     if loss is not None and (loss.ndim != 1 or loss.size == 0):
         raise ValueError(f"loss_curve must be a non-empty 1-D sequence, got shape {loss.shape}")
+    if resumed_at is not None:
+        if loss is None:
+            raise ValueError("resumed_at was given without loss_curve")
+        whole = isinstance(resumed_at, (int, np.integer)) and not isinstance(resumed_at, bool)
+        if not (whole and 1 <= resumed_at < loss.size):
+            raise ValueError(
+                f"resumed_at must be an iteration from 1 to {loss.size - 1}, got {resumed_at!r}"
+            )
     if entropy is not None and (
         entropy.ndim != 1 or entropy.size == 0 or not np.all(np.isfinite(entropy))
     ):
@@ -239,6 +252,7 @@ def write_report(
     confusion: np.ndarray,
     per_class: dict[str, np.ndarray] | None = None,
     loss_curve: Sequence[float] | None = None,
+    resumed_at: int | None = None,
     coef: np.ndarray | None = None,
     image_shape: tuple[int, ...] | None = None,
     pred_entropy: np.ndarray | None = None,
@@ -264,6 +278,9 @@ def write_report(
         Per-class columns such as precision, recall and support (``<table id="per-class">``).
     loss_curve : sequence of float, optional
         Objective per iteration; log-scale y axis when it spans more than two decades.
+    resumed_at : int, optional
+        The iteration a resumed run continued from (``1 <= resumed_at < len(loss_curve)``);
+        the objective plot marks it with a dashed line.
     coef : ndarray of shape ``(C, d)``, optional
         Weight rows of the classifier; drawn as images when ``image_shape`` is given.
     image_shape : tuple of int, optional
@@ -300,7 +317,7 @@ def write_report(
     image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
     loss = None if loss_curve is None else np.asarray(loss_curve, dtype=np.float64)
     entropy = None if pred_entropy is None else np.asarray(pred_entropy, dtype=np.float64)
-    _check_inputs(class_names, confusion, per_class, coef, image_shape, loss, entropy)
+    _check_inputs(class_names, confusion, per_class, coef, image_shape, loss, entropy, resumed_at)
     n_classes = len(class_names)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -319,7 +336,10 @@ def write_report(
         parts += ["<h2>Per class</h2>", _table("per-class", ["class", *columns], rows)]
     if loss is not None:
         alt = f"Objective over {loss.size} iterations, final value {loss[-1]:.6g}"
-        parts.append(_image_section("loss-curve", "Training objective", alt, _plot_loss(loss)))
+        if resumed_at is not None:
+            alt += f", resumed after iteration {resumed_at}"
+        fig = _plot_loss(loss, resumed_at)
+        parts.append(_image_section("loss-curve", "Training objective", alt, fig))
     counts = confusion.astype(np.int64)
     alt = f"Confusion matrix of {n_classes} classes, {int(counts.sum())} samples"
     fig = _plot_confusion(counts, class_names)

@@ -7,12 +7,20 @@ metadata ``kind = "crossent-checkpoint"``, ``iteration``, ``classes``, ``solver`
 a SHA-256 of its features and labels, the split, the standardisation and λ). Resuming
 refuses a checkpoint whose ``objective`` differs from the run's: it would continue a
 different minimisation.
+
+It also records ``options``: every train option of :data:`~._parser.TRAIN_DEFAULTS` as
+the run resolved it (the data source as an absolute path where it is one), so that
+``crossent train --resume --out DIR`` alone continues the run; :func:`read_checkpoint`
+checks each recorded option as the parser checks the flag.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ from crossent.model_io import ModelFileError, load_model, save_model
 
 from ._common import CommandError
 from ._model import CHECKPOINT_KIND
+from ._parser import MAX_COUNT, MAX_L2, MAX_SEED, SOLVER_NAMES, TRAIN_DEFAULTS
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -64,12 +73,55 @@ def objective_options(
     }
 
 
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value: Any, check: Callable[[float], bool]) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value) and check(value)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+# recorded option -> its check (None is allowed where the option's default is None)
+_OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "data": _is_text,
+    "label_column": lambda v: v is None or _is_text(v),
+    "labels": lambda v: v is None or _is_text(v),
+    "skip_bad_images": lambda v: isinstance(v, bool),
+    "l2": lambda v: _is_number(v, lambda x: 0 <= x <= MAX_L2),
+    "solver": lambda v: v in SOLVER_NAMES,
+    "max_iter": lambda v: _is_int(v, 1, MAX_COUNT),
+    "tol": lambda v: _is_number(v, lambda x: x >= 0),
+    "batch_size": lambda v: _is_int(v, 1, MAX_COUNT),
+    "test_size": lambda v: _is_number(v, lambda x: 0 < x < 1),
+    "seed": lambda v: _is_int(v, 0, MAX_SEED),
+    "standardize": lambda v: v is None or isinstance(v, bool),
+    "checkpoint_every": lambda v: v is None or _is_int(v, 1, MAX_COUNT),
+}
+
+
+def recorded_options(args: Any) -> dict[str, Any]:
+    """The train options of ``args`` as a checkpoint records them."""
+    options = {key: getattr(args, key) for key in TRAIN_DEFAULTS}
+    for key in ("data", "labels"):
+        if options[key] is not None and os.path.exists(options[key]):
+            options[key] = os.path.abspath(options[key])  # resumable from another folder
+    return options
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     iteration: int
     coef: np.ndarray  # (C, d)
     intercept: np.ndarray  # (C,)
     loss_curve: list[float]
+    options: dict[str, Any] = field(default_factory=dict)  # the train options it records
+    objective: dict[str, Any] = field(default_factory=dict)  # see objective_options
+    classes: list[Any] = field(default_factory=list)  # the class labels, as saved
 
 
 def save_checkpoint(
@@ -79,6 +131,7 @@ def save_checkpoint(
     classes: np.ndarray,
     solver: str,
     objective: dict[str, Any],
+    options: dict[str, Any],
 ) -> None:
     arrays = {
         "coef": np.ascontiguousarray(checkpoint.coef, dtype=np.float64),
@@ -92,12 +145,14 @@ def save_checkpoint(
         "classes": classes,
         "solver": solver,
         "objective": objective,
+        "options": options,
     }
     save_model(path, arrays, metadata)
 
 
-def load_checkpoint(path: Path, *, classes: np.ndarray, objective: dict[str, Any]) -> Checkpoint:
-    """Read a checkpoint and refuse it unless it continues the same minimisation."""
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read ``DIR/checkpoint.safetensors``: its arrays, iteration and recorded options,
+    each checked (finite arrays of matching shapes, options in the ranges of the flags)."""
     if not path.exists():
         raise CommandError(
             f"{path}: no checkpoint to resume from (train with --checkpoint-every N first)"
@@ -105,10 +160,46 @@ def load_checkpoint(path: Path, *, classes: np.ndarray, objective: dict[str, Any
     arrays, meta = load_model(path)
     if meta.get("kind") != CHECKPOINT_KIND or not meta.get("checkpoint"):
         raise ModelFileError(f"{path}: not a crossent training checkpoint")
-    saved = meta.get("objective")
-    iteration = meta.get("iteration")
-    if not isinstance(saved, dict) or not isinstance(iteration, int) or iteration < 1:
+    iteration, options = meta.get("iteration"), meta.get("options")
+    if not _is_int(iteration, 1, MAX_COUNT) or not isinstance(meta.get("objective"), dict):
         raise ModelFileError(f"{path}: corrupted checkpoint metadata")
+    assert isinstance(iteration, int)
+    if not isinstance(options, dict) or set(options) != set(TRAIN_DEFAULTS):
+        raise ModelFileError(f"{path}: corrupted checkpoint: no record of the train options")
+    for key, check in _OPTION_CHECKS.items():
+        if not check(options[key]):
+            raise ModelFileError(
+                f"{path}: corrupted checkpoint: option {key} = {options[key]!r} is invalid"
+            )
+    coef, intercept = arrays.get("coef"), arrays.get("intercept")
+    curve = arrays.get("loss_curve")
+    if coef is None or intercept is None or curve is None or coef.ndim != 2:
+        raise ModelFileError(f"{path}: corrupted checkpoint: needs coef, intercept, loss_curve")
+    if intercept.shape != coef.shape[:1] or curve.shape != (iteration,):
+        raise ModelFileError(
+            f"{path}: corrupted checkpoint: coef {coef.shape}, intercept {intercept.shape} "
+            f"and loss_curve {curve.shape} disagree with iteration {iteration}"
+        )
+    for name, values in (("coef", coef), ("intercept", intercept), ("loss_curve", curve)):
+        if not np.all(np.isfinite(values)):
+            raise ModelFileError(f"{path}: corrupted checkpoint: {name} is not finite")
+    classes = meta.get("classes")
+    return Checkpoint(
+        iteration,
+        coef,
+        intercept,
+        [float(v) for v in curve],
+        options=dict(options),
+        objective=dict(meta["objective"]),
+        classes=list(classes) if isinstance(classes, list) else [],
+    )
+
+
+def check_checkpoint(
+    path: Path, checkpoint: Checkpoint, *, classes: np.ndarray, objective: dict[str, Any]
+) -> None:
+    """Refuse a checkpoint unless it continues the same minimisation."""
+    saved = checkpoint.objective
     refuse = f"; rerun with the same options, or delete {path} to start afresh"
     if saved.get("n_features") != objective["n_features"]:
         raise CommandError(
@@ -126,13 +217,10 @@ def load_checkpoint(path: Path, *, classes: np.ndarray, objective: dict[str, Any
                 f"{path}: made with {option} {saved.get(key)}, this run has {objective[key]}"
                 f"{refuse}"
             )
-    if [str(c) for c in meta.get("classes", [])] != [str(c) for c in classes]:
+    if [str(c) for c in checkpoint.classes] != [str(c) for c in classes]:
         raise CommandError(f"{path}: made for other classes{refuse}")
-    coef, intercept = arrays.get("coef"), arrays.get("intercept")
-    curve = arrays.get("loss_curve")
-    shape = (len(classes), objective["n_features"])
-    if coef is None or intercept is None or curve is None or coef.shape != shape:
-        raise ModelFileError(f"{path}: corrupted checkpoint: needs coef {shape} and intercept")
-    if intercept.shape != shape[:1] or not np.all(np.isfinite(coef)):
-        raise ModelFileError(f"{path}: corrupted checkpoint: bad intercept or weights")
-    return Checkpoint(iteration, coef, intercept, [float(v) for v in curve])
+    if checkpoint.coef.shape != (len(classes), objective["n_features"]):
+        raise ModelFileError(
+            f"{path}: corrupted checkpoint: coef {checkpoint.coef.shape}, expected "
+            f"{(len(classes), objective['n_features'])}"
+        )

@@ -4,6 +4,7 @@ files appear all at once or not at all, atomic text files, and warnings on stder
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crossent._atomic import renamed_error
 from crossent.data import DataError, Dataset, load_dataset
 from crossent.data._load import source_kind
 
@@ -128,12 +130,28 @@ class OutputDir:
     Files are first written into a hidden staging folder inside the output folder, then
     moved into place with :func:`os.replace` once all of them exist. Folders this object
     created are removed again by :meth:`discard` if they are left empty, so a failed
-    command leaves no trace.
+    command leaves no trace. An :class:`OSError` about the staging folder or a file in it
+    is raised again about the user's own path (``DIR/report.html``, ``DIR``).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.path = Path(directory)
         self._created: list[Path] = []
+
+    def check(self) -> None:
+        """Refuse, before any work, a folder that cannot be one: an existing file, or a
+        place whose nearest existing parent is a file or cannot be written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.path))
+        existing = self.path.absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            reason = f"cannot be created, {existing} is not a directory"
+            raise NotADirectoryError(errno.ENOTDIR, reason, str(self.path))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            reason = f"cannot be written ({existing}: {os.strerror(errno.EACCES)})"
+            raise PermissionError(errno.EACCES, reason, str(self.path))
 
     def ensure(self) -> Path:
         """Create the folder (and missing parents) if needed; return its path."""
@@ -146,20 +164,48 @@ class OutputDir:
             folder.mkdir()
             self._created.append(folder)
         if not self.path.is_dir():
-            raise NotADirectoryError(f"{self.path}: exists and is not a directory")
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.path))
         return self.path
+
+    def _user_path(self, exc: OSError, stage: Path | None) -> OSError:
+        """``exc`` about the user's path when it names the staging folder or a file in it."""
+        for name in (exc.filename, exc.filename2):
+            if name is None or ".crossent-staging-" not in os.fspath(name):
+                continue
+            inside = Path(os.fspath(name))
+            if stage is not None and inside.parent == stage:
+                return renamed_error(exc, self.path / inside.name)
+            return renamed_error(exc, self.path)
+        return exc
+
+    @staticmethod
+    def _renamed_message(exc: Exception, old: str, new: str) -> Exception:
+        """``exc`` with ``old`` replaced by ``new`` in its message (same type if possible)."""
+        message = str(exc).replace(old, new)
+        try:
+            return type(exc)(message)
+        except Exception:  # an exception type with another signature
+            return CommandError(message)
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
         """Yield a staging folder; on normal exit move every file in it into the folder."""
         self.ensure()
-        stage = Path(tempfile.mkdtemp(prefix=".crossent-staging-", dir=self.path))
+        stage = None
         try:
+            stage = Path(tempfile.mkdtemp(prefix=".crossent-staging-", dir=self.path))
             yield stage
             for file in sorted(stage.iterdir()):
                 os.replace(file, self.path / file.name)
+        except OSError as exc:
+            raise self._user_path(exc, stage) from None
+        except Exception as exc:  # e.g. a ModelFileError whose message names the file
+            if stage is None or str(stage) not in str(exc):
+                raise
+            raise self._renamed_message(exc, str(stage), str(self.path)) from None
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
 
     def discard(self) -> None:
         """Remove the folders this object created, where they are empty."""

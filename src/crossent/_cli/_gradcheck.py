@@ -10,7 +10,10 @@ On a random float64 problem it checks :func:`crossent.objective.loss_gradient`:
 
 The error of an entry is ``|numeric − analytic| / max(|numeric|, |analytic|, 1)``: relative
 for entries of magnitude 1 or more, absolute below (where a relative error would measure
-only the finite differences' own noise).
+only the finite differences' own noise). A NaN or infinite error fails the check.
+
+The problem's size is bounded by the work the finite differences take,
+``2 C (d + 1)`` evaluations of ``L_total`` at ``n d C`` multiply-adds each.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import numpy as np
 
 from crossent import objective
 
-THRESHOLD = 1e-6
+from ._common import CommandError
+from ._parser import GRADCHECK_THRESHOLD as THRESHOLD
+
+MAX_WORK = 2e10  # multiply-adds of the finite differences: about a minute at most
 _STEP = float(np.finfo(np.float64).eps) ** (1 / 3)
 
 
@@ -45,9 +51,22 @@ def _central_differences(loss, theta: np.ndarray) -> np.ndarray:
     return grad
 
 
+def check_size(n: int, d: int, n_classes: int) -> None:
+    """Refuse a problem whose finite differences would take more than ``MAX_WORK``."""
+    work = 2 * n_classes * (d + 1) * n * d * n_classes
+    if work > MAX_WORK:
+        raise CommandError(
+            f"--samples {n}, --features {d}, --classes {n_classes}: the finite differences "
+            f"would take {work:.1e} multiply-adds, more than {MAX_WORK:.0e}; use a smaller "
+            "problem (the check does not need a large one)"
+        )
+
+
+@np.errstate(all="ignore")  # an overflow is reported as a non-finite error, not a warning
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    rng = np.random.default_rng(args.seed)
     n, d, n_classes, l2 = args.samples, args.features, args.classes, args.l2
+    check_size(n, d, n_classes)
+    rng = np.random.default_rng(args.seed)
     X = rng.normal(size=(n, d))  # (n, d)
     y = rng.integers(0, n_classes, n)  # (n,)
     coef = rng.normal(scale=0.5, size=(n_classes, d))  # (C, d) W
@@ -74,7 +93,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             float(_error(_central_differences(loss, intercept), grad_intercept).max()),
         ),
     ]
-    worst = max(error for _, _, error in rows)
+    errors = np.array([error for _, _, error in rows])
+    worst = float(errors.max())  # NaN if any error is NaN
     print(
         f"gradient check of crossent.objective.loss_gradient, float64: {n_classes} classes, "
         f"{d} features, {n} samples, l2 = {l2:g}, seed {args.seed}"
@@ -88,6 +108,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     for name, size, error in rows:
         print(f"  {name:<16} {size:>7}  {error:.2e}")
     print()
+    if not np.all(np.isfinite(errors)):
+        print(
+            f"FAILED: an error is {worst:.2e}, not a finite number (the objective or its "
+            f"gradient overflows at l2 = {l2:g}?)"
+        )
+        return 1
     if worst > THRESHOLD:
         print(f"FAILED: worst relative error {worst:.2e} > {THRESHOLD:g}")
         return 1

@@ -1,4 +1,11 @@
-"""The argument parser of ``crossent`` and its subcommands."""
+"""The argument parser of ``crossent`` and its subcommands.
+
+It imports nothing heavy: each subcommand names its implementation as
+``"module:function"`` of :mod:`crossent._cli` (``args.run``), which
+:func:`crossent.cli.main` imports only when the command runs, so ``crossent --help`` does
+not import scikit-learn. Every number is checked here, at parse time, against the range the
+code behind it accepts (exit 2 naming the option).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,15 @@ import argparse
 import math
 import textwrap
 from collections.abc import Callable
+from typing import Any
 
 from crossent._version import __version__
-from crossent.solvers import SOLVERS
 
 DESCRIPTION = (
     "Train, evaluate and apply L2-regularised linear softmax classifiers, the model of the "
     "cross-entropy derivation. Exit status: 0 on success, 1 on a data, model or file error "
     "(one line on stderr; --debug shows the traceback), 2 on a usage error, 130 when "
-    "interrupted (Ctrl-C)."
+    "interrupted (Ctrl-C), 143 when terminated (SIGTERM, handled as Ctrl-C)."
 )
 
 DATA_HELP = (
@@ -31,10 +38,38 @@ TRAIN_EPILOG = (
     "them).\n\n"
     "Outputs, written together once training is done (nothing is written on failure): "
     "DIR/model.safetensors and DIR/report.html. With --checkpoint-every N, "
-    "DIR/checkpoint.safetensors is saved every N iterations and on Ctrl-C; --resume "
-    "continues from it (same data and --l2, --test-size, --seed, standardization) and it "
-    "is removed when training completes."
+    "DIR/checkpoint.safetensors is saved every N iterations and on Ctrl-C or SIGTERM; "
+    "'crossent train --resume --out DIR' continues from it with the data and options it "
+    "records (an option given again must agree with it, except --solver, --max-iter, "
+    "--tol, --batch-size and --checkpoint-every, which may change), and it is removed when "
+    "training completes."
 )
+
+# The train options a checkpoint records, with their defaults. They are parsed with
+# default None, so that `--resume` can tell an option given from one left out.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "data": "digits",
+    "label_column": None,
+    "labels": None,
+    "skip_bad_images": False,
+    "l2": 1.0,
+    "solver": "lbfgs",
+    "max_iter": 1000,
+    "tol": 1e-4,
+    "batch_size": 256,
+    "test_size": 0.25,
+    "seed": 0,
+    "standardize": None,
+    "checkpoint_every": None,
+}
+
+# crossent.solvers.SOLVERS's names (a test keeps them equal); importing the solvers here
+# would import SciPy for --help.
+SOLVER_NAMES = ("adam", "gd", "lbfgs", "sgd")
+GRADCHECK_THRESHOLD = 1e-6  # the worst error gradcheck accepts
+
+MAX_SEED = 2**32 - 1  # NumPy's RandomState (the split's and shuffling's) takes 0..2**32-1
+MAX_COUNT = 10**9  # iterations, checkpoint interval, batch rows: far beyond any real run
 
 
 def _number(kind: type, check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
@@ -51,10 +86,35 @@ def _number(kind: type, check: Callable[[float], bool], rule: str) -> Callable[[
     return parse
 
 
-positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+def _count(upper: int, what: str = "") -> Callable[[str], float]:
+    rule = f"an integer from 1 to {upper}{what}"
+    return _number(int, lambda v: 1 <= v <= upper, rule)
+
+
+positive_int = _count(MAX_COUNT)
 non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
+# Training's λ: beyond 1e100 every weight is 0 to the last digit, and the minibatch solvers'
+# steps overflow float64 (--l2 1e308 with adam) instead of saying so.
+MAX_L2 = 1e100
+penalty = _number(float, lambda v: 0 <= v <= MAX_L2, f"a number >= 0 and <= {MAX_L2:g}")
 fraction = _number(float, lambda v: 0 < v < 1, "a fraction strictly between 0 and 1")
-any_int = _number(int, lambda v: True, "an integer")
+seed_int = _number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
+
+
+def _non_empty(what: str) -> Callable[[str], str]:
+    """A parser of ``what`` (a path, a column): anything but an empty or all-blank string."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return text
+
+    parse.__name__ = what
+    return parse
+
+
+path_text = _non_empty("a path")
+column_text = _non_empty("a column name or index")
 
 
 def _paragraph(text: str) -> str:
@@ -67,22 +127,28 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def _add_data_options(
-    parser: argparse.ArgumentParser, *, default: str | None, labels_required: bool = True
+    parser: argparse.ArgumentParser, *, required: bool, labels_required: bool = True
 ) -> None:
-    if default is None:
-        parser.add_argument("--data", required=True, metavar="SOURCE", help=DATA_HELP)
-    else:
+    if required:
         parser.add_argument(
-            "--data", default=default, metavar="SOURCE", help=f"{DATA_HELP} (default: {default})"
+            "--data", required=True, type=path_text, metavar="SOURCE", help=DATA_HELP
+        )
+    else:
+        default = TRAIN_DEFAULTS["data"]
+        parser.add_argument(
+            "--data", type=path_text, metavar="SOURCE", help=f"{DATA_HELP} (default: {default})"
         )
     parser.add_argument(
         "--label-column",
+        type=column_text,
         metavar="NAME|INDEX",
         help="CSV only: the label column, by header name or 0-based index (default: a column "
-        f"named 'label' or 'y', else {'the last column' if labels_required else 'none'})",
+        "named 'label', 'target', 'class' or 'y', "
+        f"{'else this option is needed' if labels_required else 'else none'})",
     )
     parser.add_argument(
         "--labels",
+        type=path_text,
         metavar="FILE",
         help="IDX only: the labels file (default: the images file name with 'images-idx3' "
         "replaced by 'labels-idx1')",
@@ -90,6 +156,7 @@ def _add_data_options(
     parser.add_argument(
         "--skip-bad-images",
         action="store_true",
+        default=None,
         help="image folders: skip an image that cannot be read, with a warning (default: stop "
         "with an error naming the file)",
     )
@@ -101,74 +168,42 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import _gradcheck, _predict, _train
-
-    parser = argparse.ArgumentParser(
-        prog="crossent", description=_paragraph(DESCRIPTION), formatter_class=_formatter
-    )
-    parser.add_argument("--version", action="version", version=f"crossent {__version__}")
-    commands = parser.add_subparsers(title="commands", dest="command", required=True)
-
-    train = commands.add_parser(
-        "train",
-        help="train a classifier, write model.safetensors and report.html",
-        description=_paragraph(
-            "Train an L2-regularised softmax classifier on a stratified train/test split and "
-            "write the model and an HTML report."
-        ),
-        epilog=_paragraph(TRAIN_EPILOG),
+def _subparser(
+    commands: Any, name: str, summary: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=_paragraph(description),
+        epilog=None if epilog is None else _paragraph(epilog),
         formatter_class=_formatter,
     )
-    _add_data_options(train, default="digits")
+
+
+def _default(name: str) -> str:
+    return f"(default: {TRAIN_DEFAULTS[name]})"
+
+
+def _add_objective_options(train: argparse.ArgumentParser) -> None:
+    """The options that define the minimised function: λ, the split, standardisation."""
     train.add_argument(
         "--l2",
-        type=non_negative,
-        default=1.0,
+        type=penalty,
         metavar="λ",
-        help="weight λ >= 0 of the penalty (λ/2)‖W‖² (default: 1.0)",
-    )
-    train.add_argument(
-        "--solver",
-        choices=sorted(SOLVERS),
-        default="lbfgs",
-        help="optimiser: lbfgs, gd (full batch) or sgd, adam (minibatch) (default: lbfgs)",
-    )
-    train.add_argument(
-        "--max-iter",
-        type=positive_int,
-        default=1000,
-        metavar="N",
-        help="iterations (epochs for sgd, adam) at most, resumed ones included (default: 1000)",
-    )
-    train.add_argument(
-        "--tol",
-        type=non_negative,
-        default=1e-4,
-        metavar="T",
-        help="tolerance: lbfgs and gd stop when the largest gradient entry is below T; sgd "
-        "and adam when epochs stop improving the objective by T (relative) (default: 1e-4)",
-    )
-    train.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=256,
-        metavar="N",
-        help="rows per minibatch for sgd and adam (default: 256)",
+        help=f"weight 0 <= λ <= {MAX_L2:g} of the penalty (λ/2)‖W‖² {_default('l2')}",
     )
     train.add_argument(
         "--test-size",
         type=fraction,
-        default=0.25,
         metavar="F",
-        help="fraction of the samples held out for testing, 0 < F < 1 (default: 0.25)",
+        help=f"fraction of the samples held out for testing, 0 < F < 1 {_default('test_size')}",
     )
     train.add_argument(
         "--seed",
-        type=any_int,
-        default=0,
+        type=seed_int,
         metavar="S",
-        help="random seed of the split and of minibatch shuffling (default: 0)",
+        help=f"random seed of the split and of minibatch shuffling, 0 <= S <= {MAX_SEED} "
+        f"{_default('seed')}",
     )
     train.add_argument(
         "--standardize",
@@ -176,8 +211,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="standardize the features (default: off for images, on for other data)",
     )
+
+
+def _add_solver_options(train: argparse.ArgumentParser) -> None:
+    """How the function is minimised: solver, budget, tolerance, batch size."""
+    train.add_argument(
+        "--solver",
+        choices=SOLVER_NAMES,
+        help=f"optimiser: lbfgs, gd (full batch) or sgd, adam (minibatch) {_default('solver')}",
+    )
+    train.add_argument(
+        "--max-iter",
+        type=positive_int,
+        metavar="N",
+        help="iterations (epochs for sgd, adam) at most, resumed ones included "
+        f"{_default('max_iter')}",
+    )
+    train.add_argument(
+        "--tol",
+        type=non_negative,
+        metavar="T",
+        help="tolerance: lbfgs and gd stop when the largest gradient entry is below T; sgd "
+        f"and adam when epochs stop improving the objective by T (relative) {_default('tol')}",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help=f"rows per minibatch for sgd and adam {_default('batch_size')}",
+    )
+
+
+def _add_output_options(train: argparse.ArgumentParser) -> None:
+    """Where and how the results go: the folder, the summary, checkpoints."""
     train.add_argument(
         "--out",
+        type=path_text,
         default="crossent-out",
         metavar="DIR",
         help="output folder, created if needed (default: crossent-out)",
@@ -196,111 +265,133 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every",
         type=positive_int,
         metavar="N",
-        help="save DIR/checkpoint.safetensors every N iterations and on Ctrl-C",
+        help="save DIR/checkpoint.safetensors every N iterations and on Ctrl-C or SIGTERM",
     )
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue from DIR/checkpoint.safetensors (refused if made with other data or "
-        "options)",
+        help="continue from DIR/checkpoint.safetensors with the data and options it records "
+        "(refused if given other data or objective options)",
     )
-    _add_debug(train)
-    train.set_defaults(run=_train.run)
 
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="metrics and an HTML report of a model on labelled data",
-        description=_paragraph(
-            "Evaluate a model on labelled data: accuracy, cross-entropy with its entropy/KL "
-            "split, per-class precision and recall; writes evaluation.html."
-        ),
-        formatter_class=_formatter,
+
+def _add_train(commands: Any) -> None:
+    train = _subparser(
+        commands,
+        "train",
+        "train a classifier, write model.safetensors and report.html",
+        "Train an L2-regularised softmax classifier on a stratified train/test split and "
+        "write the model and an HTML report.",
+        TRAIN_EPILOG,
     )
-    evaluate.add_argument(
+    _add_data_options(train, required=False)
+    _add_objective_options(train)
+    _add_solver_options(train)
+    _add_output_options(train)
+    _add_debug(train)
+    train.set_defaults(run="_train:run")
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--model",
         required=True,
+        type=path_text,
         metavar="FILE",
         help="a model.safetensors written by crossent train",
     )
-    _add_data_options(evaluate, default=None)
+
+
+def _add_evaluate(commands: Any) -> None:
+    evaluate = _subparser(
+        commands,
+        "evaluate",
+        "metrics and an HTML report of a model on labelled data",
+        "Evaluate a model on labelled data: accuracy, cross-entropy with its entropy/KL "
+        "split, per-class precision and recall; writes evaluation.html.",
+    )
+    _add_model_option(evaluate)
+    _add_data_options(evaluate, required=True)
     evaluate.add_argument(
         "--out",
+        type=path_text,
         metavar="DIR",
         help="folder for evaluation.html (default: the model's folder)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
     _add_debug(evaluate)
-    evaluate.set_defaults(run=_predict.run_evaluate)
+    evaluate.set_defaults(run="_predict:run_evaluate")
 
-    predict = commands.add_parser(
+
+def _add_predict(commands: Any) -> None:
+    predict = _subparser(
+        commands,
         "predict",
-        help="predicted labels or class probabilities as CSV",
-        description=_paragraph(
-            "Predict with a model: one label per sample (CSV column 'label'), or with --proba "
-            "one probability per class (a column per class name, written with full float "
-            "precision so that they read back exactly). Labels in the data are ignored."
-        ),
-        formatter_class=_formatter,
+        "predicted labels or class probabilities as CSV",
+        "Predict with a model: one label per sample (CSV column 'label'), or with --proba "
+        "one probability per class (a column per class name, written with full float "
+        "precision so that they read back exactly). Labels in the data are ignored.",
     )
-    predict.add_argument(
-        "--model",
-        required=True,
-        metavar="FILE",
-        help="a model.safetensors written by crossent train",
-    )
-    _add_data_options(predict, default=None, labels_required=False)
+    _add_model_option(predict)
+    _add_data_options(predict, required=True, labels_required=False)
     predict.add_argument(
         "--proba", action="store_true", help="write class probabilities instead of labels"
     )
     predict.add_argument(
         "--output",
+        type=path_text,
         metavar="FILE.csv",
         help="write the CSV to this file, atomically (default: stdout)",
     )
     _add_debug(predict)
-    predict.set_defaults(run=_predict.run_predict)
+    predict.set_defaults(run="_predict:run_predict")
 
-    gradcheck = commands.add_parser(
+
+def _add_gradcheck(commands: Any) -> None:
+    gradcheck = _subparser(
+        commands,
         "gradcheck",
-        help="check the analytic gradient against finite differences",
-        description=_paragraph(
-            "Build a random float64 problem and compare crossent.objective.loss_gradient "
-            "(L_total, ∂L/∂W, ∂L/∂b) with the literal formula and with central finite "
-            f"differences; exit 1 if the worst relative error exceeds {_gradcheck.THRESHOLD:g}."
-        ),
-        formatter_class=_formatter,
+        "check the analytic gradient against finite differences",
+        "Build a random float64 problem and compare crossent.objective.loss_gradient "
+        "(L_total, ∂L/∂W, ∂L/∂b) with the literal formula and with central finite "
+        f"differences; exit 1 if the worst relative error exceeds {GRADCHECK_THRESHOLD:g} "
+        "or is not a finite number.",
     )
     gradcheck.add_argument(
         "--seed",
-        type=any_int,
+        type=seed_int,
         default=0,
         metavar="S",
-        help="random seed of the problem (default: 0)",
+        help=f"random seed of the problem, 0 <= S <= {MAX_SEED} (default: 0)",
     )
-    gradcheck.add_argument(
-        "--classes",
-        type=positive_int,
-        default=4,
-        metavar="C",
-        help="number of classes (default: 4)",
-    )
-    gradcheck.add_argument(
-        "--features",
-        type=positive_int,
-        default=6,
-        metavar="d",
-        help="number of features (default: 6)",
-    )
-    gradcheck.add_argument(
-        "--samples",
-        type=positive_int,
-        default=30,
-        metavar="n",
-        help="number of samples (default: 30)",
-    )
+    for flag, default, upper, metavar, what in (
+        ("--classes", 4, 1000, "C", "number of classes"),
+        ("--features", 6, 1000, "d", "number of features"),
+        ("--samples", 30, 100_000, "n", "number of samples"),
+    ):
+        gradcheck.add_argument(
+            flag,
+            type=_count(upper),
+            default=default,
+            metavar=metavar,
+            help=f"{what}, 1 to {upper} (default: {default})",
+        )
     gradcheck.add_argument(
         "--l2", type=non_negative, default=0.5, metavar="λ", help="penalty weight λ (default: 0.5)"
     )
     _add_debug(gradcheck)
-    gradcheck.set_defaults(run=_gradcheck.run)
+    gradcheck.set_defaults(run="_gradcheck:run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``crossent`` parser with its four subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="crossent", description=_paragraph(DESCRIPTION), formatter_class=_formatter
+    )
+    parser.add_argument("--version", action="version", version=f"crossent {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    _add_gradcheck(commands)
     return parser

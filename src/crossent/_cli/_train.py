@@ -1,5 +1,9 @@
 """``crossent train``: split, standardise, fit with a progress line and checkpoints, then
-write the model and the report together, or nothing at all."""
+write the model and the report together, or nothing at all.
+
+``crossent train --resume --out DIR`` takes every option it is not given from
+``DIR/checkpoint.safetensors`` (see :mod:`._checkpoint`); Ctrl-C and SIGTERM save the
+checkpoint (with ``--checkpoint-every``) and print the command that resumes."""
 
 from __future__ import annotations
 
@@ -25,15 +29,19 @@ from crossent.objective import loss_gradient
 from crossent.report import write_report
 from crossent.solvers import MINIBATCH
 
+from . import Terminated, interrupt_status
 from ._checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
-    load_checkpoint,
+    check_checkpoint,
     objective_options,
+    read_checkpoint,
+    recorded_options,
     save_checkpoint,
 )
 from ._common import CommandError, OutputDir, load_data, need_labels, warn
 from ._model import MODEL_KIND, Preprocessing
+from ._parser import TRAIN_DEFAULTS
 from ._summary import (
     cross_entropy_lines,
     data_line,
@@ -45,7 +53,6 @@ from ._summary import (
 
 MODEL_FILE = "model.safetensors"
 REPORT_FILE = "report.html"
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,21 @@ def _resume_command(argv: list[str]) -> str:
     return shlex.join(words)
 
 
+def resolve_options(args: argparse.Namespace, out: OutputDir) -> Checkpoint | None:
+    """Fill the train options left out: from the checkpoint with ``--resume``, else the
+    defaults. Return the checkpoint read (its agreement with the data is checked later)."""
+    start = read_checkpoint(out.path / CHECKPOINT_FILE) if args.resume else None
+    recorded = {} if start is None else start.options
+    for key, default in TRAIN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, recorded.get(key, default))
+    return start
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    out = OutputDir(args.out)
+    out.check()  # an --out that cannot be a folder is refused before any work
+    start = resolve_options(args, out)
     data = load_data(args, require_labels=True)
     need_labels(data)
     assert data.y is not None
@@ -156,15 +177,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     preprocessing = Preprocessing.fit(X_train, standardize)
     split = Split(preprocessing.apply(X_train), preprocessing.apply(X_test), y_train, y_test)
     objective: dict[str, Any] = {}  # what a checkpoint records (hashing the data costs a pass)
-    if args.checkpoint_every or args.resume:
+    if args.checkpoint_every or start is not None:
         objective = objective_options(
             data, l2=args.l2, test_size=args.test_size, seed=args.seed, standardize=standardize
         )
-    out = OutputDir(args.out)
     checkpoint_path = out.path / CHECKPOINT_FILE
-    start = None
-    if args.resume:
-        start = load_checkpoint(checkpoint_path, classes=classes, objective=objective)
+    if start is not None:
+        check_checkpoint(checkpoint_path, start, classes=classes, objective=objective)
         if start.iteration >= args.max_iter:
             raise CommandError(
                 f"{checkpoint_path}: already at iteration {start.iteration}, the --max-iter "
@@ -174,14 +193,21 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if args.checkpoint_every:
             out.ensure()
         fitted = _fit(args, argv, split, classes, start, checkpoint_path, objective)
-        if fitted is None:
+        if isinstance(fitted, int):  # interrupted: the exit status
             out.discard()  # a folder made for checkpoints, if none was saved
-            return EXIT_INTERRUPTED
+            return fitted
         clf, monitor, converged = fitted
-        return _finish(args, data, split, classes, preprocessing, clf, monitor, converged, out)
+        result = _evaluate(args, split, clf, monitor, converged, len(classes))
+        training = _training_record(args, data, split, result)
+        _write_outputs(out, args, data, classes, preprocessing, clf, result, training)
     except BaseException:
         out.discard()
         raise
+    if args.json:
+        _print_json(args, data, classes, preprocessing, result, training, out)
+    elif not args.quiet:
+        _print_text(args, data, classes, preprocessing, split, result, out)
+    return 0
 
 
 def _fit(
@@ -192,12 +218,19 @@ def _fit(
     start: Checkpoint | None,
     checkpoint_path: Path,
     objective: dict[str, Any],
-) -> tuple[SoftmaxClassifier, _Monitor, bool] | None:
-    """Fit the classifier; on Ctrl-C save a checkpoint if asked, explain, return None."""
+) -> tuple[SoftmaxClassifier, _Monitor, bool] | int:
+    """Fit the classifier; on Ctrl-C or SIGTERM save a checkpoint if asked, explain, and
+    return the exit status (130 or 143)."""
+    options = recorded_options(args)
 
     def save(checkpoint: Checkpoint) -> None:
         save_checkpoint(
-            checkpoint_path, checkpoint, classes=classes, solver=args.solver, objective=objective
+            checkpoint_path,
+            checkpoint,
+            classes=classes,
+            solver=args.solver,
+            objective=objective,
+            options=options,
         )
 
     show = not args.quiet and sys.stderr.isatty()
@@ -215,20 +248,21 @@ def _fit(
     )
     if start is not None:
         clf.coef_, clf.intercept_ = start.coef, start.intercept
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             # class indices as labels: classes_ = 0..C-1, the same for every split and resume
             clf.fit(split.X_train, split.y_train)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (crossent._cli.Terminated)
+            interrupted = exc
         finally:
             if line is not None:
                 line.close()  # end the progress line before any message
-    if interrupted:
-        _interrupted(args, argv, monitor, start, checkpoint_path, save)
-        return None
+    if interrupted is not None:
+        what = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
+        _interrupted(args, argv, monitor, start, checkpoint_path, save, what)
+        return interrupt_status(interrupted)
     converged = True
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
@@ -250,8 +284,10 @@ def _interrupted(
     start: Checkpoint | None,
     checkpoint_path: Path,
     save: Any,
+    what: str = "interrupted",
 ) -> None:
-    where = f"interrupted at iteration {monitor.iteration}"
+    """Save the last checkpoint if asked, and say how to resume (or that nothing was kept)."""
+    where = f"{what} at iteration {monitor.iteration}"
     if args.checkpoint_every and monitor.last is not None:
         if monitor.last is not start:
             save(monitor.last)
@@ -269,28 +305,53 @@ def _interrupted(
         )
 
 
-def _finish(
+@dataclass(frozen=True)
+class _Result:
+    """What the fitted classifier achieved, for the model file, the report and the summary."""
+
+    objective: float  # L_total at the final weights
+    train: dict[str, Any]  # classification_metrics on the training rows
+    test: dict[str, Any]  # ... on the test rows
+    test_log_proba: np.ndarray  # (n_test, C)
+    n_iter: int  # iterations in all, resumed ones included
+    curve: list[float]  # objective per iteration, the checkpoint's included
+    converged: bool
+    resumed_from: int | None  # the checkpoint's iteration, or None
+
+
+def _evaluate(
     args: argparse.Namespace,
-    data: Dataset,
     split: Split,
-    classes: np.ndarray,
-    preprocessing: Preprocessing,
     clf: SoftmaxClassifier,
     monitor: _Monitor,
     converged: bool,
-    out: OutputDir,
-) -> int:
-    n_classes = len(classes)
+    n_classes: int,
+) -> _Result:
+    """The objective and the train and test metrics of the fitted classifier."""
     if len(clf.classes_) != n_classes:
-        raise CommandError(f"{data.name}: the training split lacks some classes; lower --test-size")
-    coef, intercept = clf.coef_, clf.intercept_  # (C, d), (C,)
-    final_objective, _, _ = loss_gradient(coef, intercept, split.X_train, split.y_train, l2=args.l2)
+        raise CommandError("the training split lacks some classes; lower --test-size")
+    final_objective, _, _ = loss_gradient(
+        clf.coef_, clf.intercept_, split.X_train, split.y_train, l2=args.l2
+    )
     train = classification_metrics(split.y_train, clf.predict_log_proba(split.X_train), n_classes)
     test_log_proba = clf.predict_log_proba(split.X_test)  # (n_test, C)
-    test = classification_metrics(split.y_test, test_log_proba, n_classes)
-    n_iter = monitor.start + int(clf.n_iter_)
-    curve = monitor.curve  # objective per iteration, the checkpoint's included
-    training = {
+    return _Result(
+        objective=final_objective,
+        train=train,
+        test=classification_metrics(split.y_test, test_log_proba, n_classes),
+        test_log_proba=test_log_proba,
+        n_iter=monitor.start + int(clf.n_iter_),
+        curve=monitor.curve,
+        converged=converged,
+        resumed_from=None if monitor.start == 0 else monitor.start,
+    )
+
+
+def _training_record(
+    args: argparse.Namespace, data: Dataset, split: Split, result: _Result
+) -> dict[str, Any]:
+    """The model file's ``training`` metadata (also the JSON summary's core)."""
+    return {
         "data": data.name,
         "n_train": len(split.y_train),
         "n_test": len(split.y_test),
@@ -298,15 +359,28 @@ def _finish(
         "seed": args.seed,
         "tol": args.tol,
         "max_iter": args.max_iter,
-        "n_iter": n_iter,
-        "converged": converged,
-        "resumed_from_iteration": None if monitor.start == 0 else monitor.start,
-        "objective": final_objective,
-        "loss_curve": curve,
-        "train_accuracy": train["accuracy"],
-        "test_accuracy": test["accuracy"],
-        "test_cross_entropy": test["cross_entropy"],
+        "n_iter": result.n_iter,
+        "converged": result.converged,
+        "resumed_from_iteration": result.resumed_from,
+        "objective": result.objective,
+        "loss_curve": result.curve,
+        "train_accuracy": result.train["accuracy"],
+        "test_accuracy": result.test["accuracy"],
+        "test_cross_entropy": result.test["cross_entropy"],
     }
+
+
+def _write_outputs(
+    out: OutputDir,
+    args: argparse.Namespace,
+    data: Dataset,
+    classes: np.ndarray,
+    preprocessing: Preprocessing,
+    clf: SoftmaxClassifier,
+    result: _Result,
+    training: dict[str, Any],
+) -> None:
+    """Write the model and the report together, then remove the spent checkpoint."""
     metadata = {
         "kind": MODEL_KIND,
         "classes": classes,
@@ -319,9 +393,9 @@ def _finish(
         "fit_intercept": True,
         "training": training,
     }
-    arrays = {"coef": coef, "intercept": intercept, **preprocessing.arrays()}
-    class_names = [str(c) for c in classes.tolist()]
-    model_path, report_path = out.path / MODEL_FILE, out.path / REPORT_FILE
+    arrays = {"coef": clf.coef_, "intercept": clf.intercept_, **preprocessing.arrays()}
+    resumed = {} if result.resumed_from is None else {"resumed from iteration": result.resumed_from}
+    test = result.test
     with out.staging() as stage:
         save_model(stage / MODEL_FILE, arrays, metadata)
         write_report(
@@ -332,66 +406,92 @@ def _finish(
                 "solver": args.solver,
                 "l2": float(args.l2),
                 "standardize": "on" if preprocessing.standardize else "off",
-                "iterations": n_iter,
-                "converged": "yes" if converged else "no",
-                "objective L_total": final_objective,
-                "train accuracy": train["accuracy"],
+                "iterations": result.n_iter,
+                **resumed,
+                "converged": "yes" if result.converged else "no",
+                "objective L_total": result.objective,
+                "train accuracy": result.train["accuracy"],
                 **report_table(test, "test "),
             },
-            class_names=class_names,
+            class_names=[str(c) for c in classes.tolist()],
             confusion=test["confusion"],
             per_class={k: test[k] for k in ("precision", "recall", "support")},
-            loss_curve=curve or None,
-            coef=preprocessing.raw_coef(coef) if data.image_shape else None,
+            loss_curve=result.curve or None,
+            resumed_at=result.resumed_from,
+            coef=preprocessing.raw_coef(clf.coef_) if data.image_shape else None,
             image_shape=data.image_shape,
-            pred_entropy=prediction_entropy(test_log_proba),
+            pred_entropy=prediction_entropy(result.test_log_proba),
         )
-    if args.checkpoint_every or args.resume:  # training finished: the checkpoint is spent
+    if args.checkpoint_every or result.resumed_from is not None:  # the checkpoint is spent
         (out.path / CHECKPOINT_FILE).unlink(missing_ok=True)
 
-    if args.json:
-        print(
-            dumps(
-                {
-                    "command": "train",
-                    "crossent_version": __version__,
-                    "classes": classes,
-                    "n_samples": data.n_samples,
-                    "n_features": data.n_features,
-                    "image_shape": data.image_shape,
-                    "standardize": preprocessing.standardize,
-                    "l2": args.l2,
-                    "solver": args.solver,
-                    **training,
-                    "train": metrics_json(train),
-                    "test": metrics_json(test),
-                    "model": str(model_path),
-                    "report": str(report_path),
-                }
-            )
-        )
-    elif not args.quiet:
+
+def _print_json(
+    args: argparse.Namespace,
+    data: Dataset,
+    classes: np.ndarray,
+    preprocessing: Preprocessing,
+    result: _Result,
+    training: dict[str, Any],
+    out: OutputDir,
+) -> None:
+    document = {
+        "command": "train",
+        "crossent_version": __version__,
+        "classes": classes,
+        "n_samples": data.n_samples,
+        "n_features": data.n_features,
+        "image_shape": data.image_shape,
+        "standardize": preprocessing.standardize,
+        "l2": args.l2,
+        "solver": args.solver,
+        **training,
+        "train": metrics_json(result.train),
+        "test": metrics_json(result.test),
+        "model": str(out.path / MODEL_FILE),
+        "report": str(out.path / REPORT_FILE),
+    }
+    print(dumps(document))
+
+
+def _print_text(
+    args: argparse.Namespace,
+    data: Dataset,
+    classes: np.ndarray,
+    preprocessing: Preprocessing,
+    split: Split,
+    result: _Result,
+    out: OutputDir,
+) -> None:
+    if preprocessing.standardize:
+        standardized = "standardized features"
+    else:
         standardized = (
-            "standardized features"
-            if preprocessing.standardize
-            else ("images in [0, 1], not standardized" if data.image_shape else "not standardized")
+            "images in [0, 1], not standardized" if data.image_shape else "not standardized"
         )
-        status = f"converged in {n_iter}" if converged else f"stopped after {n_iter}"
-        lines = [
-            data_line(data.name, data.n_samples, data.n_features, data.image_shape, n_classes),
-            f"split     {len(split.y_train)} train / {len(split.y_test)} test "
-            f"(stratified, test size {args.test_size:g}, seed {args.seed})",
-            f"model     {args.solver}, l2 = {args.l2:g}, {standardized}; {status} iterations, "
-            f"objective L_total = {final_objective:.6f}",
-            "",
-            f"accuracy  train {train['accuracy']:.4f}   test {test['accuracy']:.4f}",
-            "",
-            *cross_entropy_lines(test, "test"),
-            "",
-            *per_class_lines(test, class_names, "test"),
-            "",
-            f"wrote {model_path}",
-            f"wrote {report_path}",
+    n_iter = result.n_iter
+    status = f"converged in {n_iter}" if result.converged else f"stopped after {n_iter}"
+    resumed = []
+    if result.resumed_from is not None:
+        resumed = [
+            f"resumed   from {out.path / CHECKPOINT_FILE} at iteration {result.resumed_from}"
         ]
-        print("\n".join(lines))
-    return 0
+    test = result.test
+    lines = [
+        data_line(data.name, data.n_samples, data.n_features, data.image_shape, len(classes)),
+        f"split     {len(split.y_train)} train / {len(split.y_test)} test "
+        f"(stratified, test size {args.test_size:g}, seed {args.seed})",
+        f"model     {args.solver}, l2 = {args.l2:g}, {standardized}; {status} iterations, "
+        f"objective L_total = {result.objective:.6f}",
+        *resumed,
+        "",
+        f"accuracy  train {result.train['accuracy']:.4f}   test {test['accuracy']:.4f}",
+        "",
+        *cross_entropy_lines(test, "test"),
+        "",
+        *per_class_lines(test, [str(c) for c in classes.tolist()], "test"),
+        "",
+        f"wrote {out.path / MODEL_FILE}",
+        f"wrote {out.path / REPORT_FILE}",
+    ]
+    print("\n".join(lines))
