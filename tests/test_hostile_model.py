@@ -27,7 +27,8 @@ from crossent._cli._checkpoint import (
     objective_options,
     save_checkpoint,
 )
-from crossent._cli._model import MODEL_KIND, check_checkpoint, load_classifier
+from crossent._cli._model import MODEL_KIND, check_checkpoint_file, load_classifier
+from crossent._cli._parser import TRAIN_DEFAULTS
 from crossent._version import __version__
 from crossent.data import load_dataset
 from crossent.model_io import ModelFileError, load_model, save_model
@@ -222,7 +223,14 @@ def test_checkpoint_with_nan_intercept_is_not_resumed(tmp_path):
     arrays = _arrays()
     checkpoint = Checkpoint(3, arrays["coef"], arrays["intercept"], [2.0, 1.5, 1.2])
     path = tmp_path / CHECKPOINT_FILE
-    save_checkpoint(path, checkpoint, classes=np.arange(10), solver="lbfgs", objective=objective)
+    save_checkpoint(
+        path,
+        checkpoint,
+        classes=np.arange(10),
+        solver="lbfgs",
+        objective=objective,
+        options=dict(TRAIN_DEFAULTS),
+    )
     raw_arrays, meta = load_model(path)
     raw_arrays["intercept"][0] = np.nan
     write_raw(path, raw_arrays, {k: v for k, v in meta.items() if k != "arrays"})
@@ -269,14 +277,21 @@ def _checkpoint(tmp_path: Path, objective: dict[str, Any]) -> tuple[Path, dict, 
     arrays = _arrays()
     path = tmp_path / CHECKPOINT_FILE
     checkpoint = Checkpoint(3, arrays["coef"], arrays["intercept"], [2.0, 1.5, 1.2])
-    save_checkpoint(path, checkpoint, classes=np.arange(10), solver="lbfgs", objective=objective)
+    save_checkpoint(
+        path,
+        checkpoint,
+        classes=np.arange(10),
+        solver="lbfgs",
+        objective=objective,
+        options=dict(TRAIN_DEFAULTS),
+    )
     arrays, meta = load_model(path)
     return path, arrays, meta
 
 
 def test_a_valid_checkpoint_passes(tmp_path, digits_objective):
     path, arrays, meta = _checkpoint(tmp_path, digits_objective)
-    iteration, classes, coef, intercept, curve = check_checkpoint(str(path), arrays, meta)
+    iteration, classes, coef, intercept, curve = check_checkpoint_file(str(path), arrays, meta)
     assert iteration == 3 and curve == [2.0, 1.5, 1.2]
     np.testing.assert_array_equal(classes, np.arange(10))
     np.testing.assert_array_equal(coef, _arrays()["coef"])
@@ -326,7 +341,7 @@ def test_bad_checkpoint(tmp_path, digits_objective, case):
     write_raw(path, arrays, {k: v for k, v in meta.items() if k != "arrays"})
     arrays, meta = load_model(path)
     with pytest.raises(ModelFileError) as info:
-        check_checkpoint(str(path), arrays, meta)
+        check_checkpoint_file(str(path), arrays, meta)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and field in message and "\n" not in message
 

@@ -101,7 +101,8 @@ def test_evaluate_on_a_csv_without_labels_says_it_needs_them(tmp_path, species):
     (tmp_path / "test.csv").write_text("x1,x2,x3\n" + "\n".join(rows) + "\n")
     argv = ["evaluate", "--model", str(model), "--data", str(tmp_path / "test.csv")]
     line = expect_refusal(argv, names=[str(tmp_path / "test.csv")], folder=tmp_path)
-    assert line.endswith("evaluate needs labels: pass --label-column NAME")
+    # the model records its label column, so evaluate looks for it and says it is missing
+    assert "no column named 'species' for the labels" in line
 
 
 def test_evaluate_defaults_to_the_label_column_the_model_names(tmp_path, species):

@@ -107,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the final flush cannot fail again
         return EXIT_BROKEN_PIPE
+    except MemoryError:
+        print(
+            "crossent: error: out of memory (the data or the model is too large for this machine)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except (DataError, ModelFileError, ValueError, OSError) as exc:
         if args.debug:
             traceback.print_exc()

@@ -30,7 +30,7 @@ from crossent.data import Dataset
 from crossent.model_io import ModelFileError, load_model, save_model
 
 from ._common import CommandError
-from ._model import CHECKPOINT_KIND
+from ._model import CHECKPOINT_KIND, check_checkpoint_file
 from ._parser import MAX_COUNT, MAX_L2, MAX_SEED, SOLVER_NAMES, TRAIN_DEFAULTS
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -152,18 +152,15 @@ def save_checkpoint(
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read ``DIR/checkpoint.safetensors``: its arrays, iteration and recorded options,
-    each checked (finite arrays of matching shapes, options in the ranges of the flags)."""
+    each checked (the file and its arrays by :func:`._model.check_checkpoint_file`, the
+    options in the ranges of the flags)."""
     if not path.exists():
         raise CommandError(
             f"{path}: no checkpoint to resume from (train with --checkpoint-every N first)"
         )
     arrays, meta = load_model(path)
-    if meta.get("kind") != CHECKPOINT_KIND or not meta.get("checkpoint"):
-        raise ModelFileError(f"{path}: not a crossent training checkpoint")
-    iteration, options = meta.get("iteration"), meta.get("options")
-    if not _is_int(iteration, 1, MAX_COUNT) or not isinstance(meta.get("objective"), dict):
-        raise ModelFileError(f"{path}: corrupted checkpoint metadata")
-    assert isinstance(iteration, int)
+    iteration, classes, coef, intercept, curve = check_checkpoint_file(str(path), arrays, meta)
+    options = meta.get("options")
     if not isinstance(options, dict) or set(options) != set(TRAIN_DEFAULTS):
         raise ModelFileError(f"{path}: corrupted checkpoint: no record of the train options")
     for key, check in _OPTION_CHECKS.items():
@@ -171,27 +168,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
             raise ModelFileError(
                 f"{path}: corrupted checkpoint: option {key} = {options[key]!r} is invalid"
             )
-    coef, intercept = arrays.get("coef"), arrays.get("intercept")
-    curve = arrays.get("loss_curve")
-    if coef is None or intercept is None or curve is None or coef.ndim != 2:
-        raise ModelFileError(f"{path}: corrupted checkpoint: needs coef, intercept, loss_curve")
-    if intercept.shape != coef.shape[:1] or curve.shape != (iteration,):
-        raise ModelFileError(
-            f"{path}: corrupted checkpoint: coef {coef.shape}, intercept {intercept.shape} "
-            f"and loss_curve {curve.shape} disagree with iteration {iteration}"
-        )
-    for name, values in (("coef", coef), ("intercept", intercept), ("loss_curve", curve)):
-        if not np.all(np.isfinite(values)):
-            raise ModelFileError(f"{path}: corrupted checkpoint: {name} is not finite")
-    classes = meta.get("classes")
     return Checkpoint(
         iteration,
         coef,
         intercept,
-        [float(v) for v in curve],
+        curve,
         options=dict(options),
         objective=dict(meta["objective"]),
-        classes=list(classes) if isinstance(classes, list) else [],
+        classes=classes.tolist(),
     )
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossent._atomic import renamed_error
-from crossent.data import DataError, Dataset, load_dataset
-from crossent.data._load import source_kind
+from crossent.data import DataError, Dataset, load_dataset, source_kind
 
 if TYPE_CHECKING:
     from ._model import LoadedModel

@@ -4,7 +4,8 @@ A model file (``model.safetensors``, written with :func:`crossent.model_io.save_
 holds the arrays ``coef`` ``(C, d)`` and ``intercept`` ``(C,)``, plus ``mean`` and
 ``scale`` ``(d,)`` when the features were standardised, and the metadata keys ``kind``,
 ``classes`` (a list of ints or of strings), ``n_features``, ``image_shape``,
-``feature_names``, ``preprocessing``, ``l2``, ``solver``, ``fit_intercept`` and ``training``.
+``feature_names``, ``label_column``, ``preprocessing``, ``l2``, ``solver``,
+``fit_intercept`` and ``training``.
 
 :func:`load_classifier` checks every one of them, JSON type and value, and the arrays'
 dtypes and shapes against each other; a fault is one :class:`ModelFileError` line naming
@@ -293,6 +294,12 @@ def _check_feature_names(path: str, meta: dict[str, Any], n_features: int) -> No
         )
 
 
+def _check_label_column(path: str, meta: dict[str, Any]) -> None:
+    value = meta.get("label_column")
+    if value is not None and not _is_text(value):
+        raise _field_error(path, "label_column", "null or a column name", value)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -326,7 +333,7 @@ def _is_sha256(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
-def check_checkpoint(
+def check_checkpoint_file(
     path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list[float]]:
     """Check a training checkpoint's metadata and arrays (as :func:`load_classifier` checks
@@ -423,6 +430,7 @@ def load_classifier(path: str | os.PathLike[str]) -> LoadedModel:
     classes = check_classes(name, meta.get("classes"), coef.shape[0])
     _check_image_shape(name, meta, n_features)
     _check_feature_names(name, meta, n_features)
+    _check_label_column(name, meta)
     _check_training_record(name, meta)
     preprocessing = _check_preprocessing(name, meta, arrays, n_features)
     clf = rebuild_classifier(classes, coef, intercept)

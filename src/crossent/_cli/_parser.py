@@ -27,7 +27,8 @@ DESCRIPTION = (
 DATA_HELP = (
     "the data: 'digits' (scikit-learn's 8×8 handwritten digits), a .npz file with arrays X "
     "and y, a .csv or .csv.gz file with a header row, an IDX image file as MNIST ships it "
-    "(train-images-idx3-ubyte[.gz]), or a folder with one sub-folder of images per class"
+    "(train-images-idx3-ubyte[.gz]), or a folder with one sub-folder of images per class "
+    "(predict also takes a flat folder of images or one image file)"
 )
 
 TRAIN_EPILOG = (

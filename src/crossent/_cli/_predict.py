@@ -31,6 +31,8 @@ EVALUATION_FILE = "evaluation.html"
 
 
 def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    out = OutputDir(args.out if args.out is not None else Path(args.model).parent)
+    out.check()  # before any work: a bad --out fails at once
     model = load_classifier(args.model)
     data = load_data(args, require_labels=True, model=model)
     need_labels(data, "evaluate")
@@ -41,7 +43,6 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     metrics = classification_metrics(y_index, log_proba, n_classes)
     class_names = [str(c) for c in model.classes.tolist()]
 
-    out = OutputDir(args.out if args.out is not None else Path(args.model).parent)
     report_path = out.path / EVALUATION_FILE
     try:
         with out.staging() as stage:

@@ -387,6 +387,7 @@ def _write_outputs(
         "n_features": data.n_features,
         "image_shape": data.image_shape,
         "feature_names": data.feature_names,
+        "label_column": data.label_name,
         "preprocessing": {"standardize": preprocessing.standardize},
         "l2": args.l2,
         "solver": args.solver,

@@ -16,9 +16,9 @@ Examples
 
 from ._dataset import DataError, Dataset
 from ._images import IMAGE_SUFFIXES
-from ._load import load_dataset
+from ._load import load_dataset, source_kind
 
-__all__ = ["IMAGE_SUFFIXES", "DataError", "Dataset", "load_dataset"]
+__all__ = ["IMAGE_SUFFIXES", "DataError", "Dataset", "load_dataset", "source_kind"]
 
 # Report the public names as ``crossent.data.X`` (reprs, tracebacks, pickles), as before the split.
 for _public in (DataError, Dataset, load_dataset):
