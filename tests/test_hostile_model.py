@@ -216,13 +216,16 @@ def test_metadata_nested_too_deep(tmp_path):
     assert str(path) in str(info.value)
 
 
-def test_checkpoint_with_nan_intercept_is_not_resumed(tmp_path):
-    """``--resume`` reads checkpoints with load_model: its array checks protect it too."""
+@pytest.fixture(scope="module")
+def digits_objective() -> dict[str, Any]:
     data = load_dataset("digits")
-    objective = objective_options(data, l2=1e-4, test_size=0.25, seed=0, standardize=False)
+    return objective_options(data, l2=1e-4, test_size=0.25, seed=0, standardize=False)
+
+
+def _checkpoint(tmp_path: Path, objective: dict[str, Any]) -> tuple[Path, dict, dict]:
     arrays = _arrays()
-    checkpoint = Checkpoint(3, arrays["coef"], arrays["intercept"], [2.0, 1.5, 1.2])
     path = tmp_path / CHECKPOINT_FILE
+    checkpoint = Checkpoint(3, arrays["coef"], arrays["intercept"], [2.0, 1.5, 1.2])
     save_checkpoint(
         path,
         checkpoint,
@@ -231,7 +234,13 @@ def test_checkpoint_with_nan_intercept_is_not_resumed(tmp_path):
         objective=objective,
         options=dict(TRAIN_DEFAULTS),
     )
-    raw_arrays, meta = load_model(path)
+    arrays, meta = load_model(path)
+    return path, arrays, meta
+
+
+def test_checkpoint_with_nan_intercept_is_not_resumed(tmp_path, digits_objective):
+    """``--resume`` reads checkpoints with load_model: its array checks protect it too."""
+    path, raw_arrays, meta = _checkpoint(tmp_path, digits_objective)
     raw_arrays["intercept"][0] = np.nan
     write_raw(path, raw_arrays, {k: v for k, v in meta.items() if k != "arrays"})
     line = expect_refusal(
@@ -265,28 +274,6 @@ def test_predicted_labels_refuse_overflowing_weights(tmp_path):
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-
-@pytest.fixture(scope="module")
-def digits_objective() -> dict[str, Any]:
-    data = load_dataset("digits")
-    return objective_options(data, l2=1e-4, test_size=0.25, seed=0, standardize=False)
-
-
-def _checkpoint(tmp_path: Path, objective: dict[str, Any]) -> tuple[Path, dict, dict]:
-    arrays = _arrays()
-    path = tmp_path / CHECKPOINT_FILE
-    checkpoint = Checkpoint(3, arrays["coef"], arrays["intercept"], [2.0, 1.5, 1.2])
-    save_checkpoint(
-        path,
-        checkpoint,
-        classes=np.arange(10),
-        solver="lbfgs",
-        objective=objective,
-        options=dict(TRAIN_DEFAULTS),
-    )
-    arrays, meta = load_model(path)
-    return path, arrays, meta
 
 
 def test_a_valid_checkpoint_passes(tmp_path, digits_objective):
