@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,7 +16,12 @@ from sklearn.metrics import (
 )
 
 from crossent import kl_divergence, log_softmax
-from crossent.metrics import classification_metrics, prediction_entropy
+from crossent.metrics import (
+    classification_metrics,
+    metric_sums,
+    metrics_from_sums,
+    prediction_entropy,
+)
 
 
 def random_problem(seed: int, n: int = 47, n_classes: int = 5, spread: float = 3.0):
@@ -146,3 +153,21 @@ def test_bad_types_raise_type_error():
         classification_metrics(np.array([0.0, 1.0]), log_proba, 2)
     with pytest.raises(TypeError, match="n_classes must be an int"):
         classification_metrics(np.array([0, 1]), log_proba, 2.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cuts", [(0, 47), (0, 20, 47), (0, 0, 13, 30, 47)])
+def test_sums_of_parts_give_the_metrics_of_the_whole(cuts, close):
+    """What a distributed run does: each part's sums, added, then the metrics (a part may
+    be empty); the reference is classification_metrics of all the samples at once."""
+    y, log_proba = random_problem(3)
+    whole = classification_metrics(y, log_proba, 5)
+    sums = sum(metric_sums(y[a:b], log_proba[a:b], 5) for a, b in itertools.pairwise(cuts))
+    parts = metrics_from_sums(sums, 5)
+    assert parts.keys() == whole.keys()
+    for key, value in whole.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "i":
+            np.testing.assert_array_equal(parts[key], value, err_msg=key)
+        else:
+            close(parts[key], value, atol=1e-15, err_msg=key)
+    with pytest.raises(ValueError, match="no samples"):
+        metrics_from_sums(metric_sums(y[:0], log_proba[:0], 5), 5)

@@ -38,7 +38,12 @@ from crossent.info import cross_entropy, entropy, kl_divergence
 from crossent.loss import softmax_cross_entropy
 from crossent.softmax import logsumexp
 
-__all__ = ["classification_metrics", "prediction_entropy"]
+__all__ = [
+    "classification_metrics",
+    "metric_sums",
+    "metrics_from_sums",
+    "prediction_entropy",
+]
 
 _NORMALISATION_TOL = 1e-6  # |log Σ_j q_ij| allowed for a row of log-probabilities
 
@@ -166,37 +171,76 @@ def classification_metrics(y_true_index: Any, log_proba: Any, n_classes: int) ->
     True
     """
     y, log_proba = _check_inputs(y_true_index, log_proba, n_classes)
-    n = len(y)
+    return metrics_from_sums(_sums(y, log_proba, n_classes), n_classes)
+
+
+def metric_sums(y_true_index: Any, log_proba: Any, n_classes: int) -> np.ndarray:
+    """The sums over samples that :func:`classification_metrics` is made of, flat.
+
+    Adding the sums of several parts of the samples (an all-reduce over the processes of
+    a distributed run) and passing the total to :func:`metrics_from_sums` gives the metrics
+    of all the samples. Unlike :func:`classification_metrics`, zero samples are allowed.
+
+    Returns
+    -------
+    ndarray, shape ``(C² + C + 3,)``, float64
+        The confusion matrix (row-major, exact counts), then ``Σ −log q_i(k_i)``,
+        ``Σ H(δ_{k_i})``, ``Σ H(q_i)``, then ``Σ_i q_i`` ``(C,)``.
+    """
+    if len(np.asarray(y_true_index)) == 0:
+        return np.zeros(n_classes * n_classes + n_classes + 3)
+    y, log_proba = _check_inputs(y_true_index, log_proba, n_classes)
+    return _sums(y, log_proba, n_classes)
+
+
+def _sums(y: np.ndarray, log_proba: np.ndarray, n_classes: int) -> np.ndarray:
     predicted = np.argmax(log_proba, axis=1)  # (n,)
     confusion = np.bincount(y * n_classes + predicted, minlength=n_classes * n_classes)
-    confusion = confusion.reshape(n_classes, n_classes).astype(np.int64)  # (C, C)
-    support = confusion.sum(axis=1)
-    predicted_count = confusion.sum(axis=0)
-    hits = np.diag(confusion).astype(np.float64)
-    precision = np.divide(hits, predicted_count, out=np.zeros(n_classes), where=predicted_count > 0)
-    recall = np.divide(hits, support, out=np.zeros(n_classes), where=support > 0)
-
     # −log q_i(k_i) = lse(log q_i) − log q_i(k_i): log-probabilities are their own logits
     with np.errstate(invalid="ignore"):  # a true class of probability 0: +inf, not NaN
         per_sample = np.asarray(softmax_cross_entropy(log_proba, y, reduction="none"))
-    mean_ce = float(np.mean(per_sample))
-    onehot_entropy = float(np.mean(np.asarray(entropy(np.eye(n_classes), axis=1))[y]))
-    mean_entropy = float(np.mean(prediction_entropy(log_proba)))
+    onehot_entropy = np.asarray(entropy(np.eye(n_classes), axis=1))[y]  # (n,)
+    scalars = [per_sample.sum(), onehot_entropy.sum(), prediction_entropy(log_proba).sum()]
+    proba_sum = np.sum(np.exp(log_proba), axis=0)  # (C,) Σ_i q_i
+    return np.concatenate([confusion.astype(np.float64), scalars, proba_sum])
+
+
+def metrics_from_sums(sums: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """:func:`classification_metrics` from the (summed) :func:`metric_sums`.
+
+    Raises
+    ------
+    ValueError
+        If the sums count no samples.
+    """
+    C = n_classes
+    confusion = np.rint(sums[: C * C]).astype(np.int64).reshape(C, C)  # (C, C)
+    n = int(confusion.sum())
+    if n == 0:
+        raise ValueError("no samples: y_true_index and log_proba are empty")
+    ce_sum, onehot_sum, entropy_sum = (float(v) for v in sums[C * C : C * C + 3])
+    support = confusion.sum(axis=1)
+    predicted_count = confusion.sum(axis=0)
+    hits = np.diag(confusion).astype(np.float64)
+    precision = np.divide(hits, predicted_count, out=np.zeros(C), where=predicted_count > 0)
+    recall = np.divide(hits, support, out=np.zeros(C), where=support > 0)
+    mean_ce = ce_sum / n
+    onehot_entropy = onehot_sum / n
 
     class_distribution = support / n  # (C,) p
-    mean_prediction = np.mean(np.exp(log_proba), axis=0)  # (C,) q̄
-    mean_prediction /= mean_prediction.sum()  # exact normalisation of the rounding
+    mean_prediction = sums[C * C + 3 :] / n  # (C,) q̄
+    mean_prediction = mean_prediction / mean_prediction.sum()  # exact normalisation
     label_entropy = float(entropy(class_distribution))
     marginal_ce = float(cross_entropy(class_distribution, mean_prediction))
     marginal_kl = float(kl_divergence(class_distribution, mean_prediction))
     return {
         "n_samples": n,
-        "n_classes": int(n_classes),
-        "accuracy": float(np.mean(predicted == y)),
+        "n_classes": int(C),
+        "accuracy": float(hits.sum() / n),
         "cross_entropy": mean_ce,
         "onehot_entropy": onehot_entropy,
         "kl_onehot": mean_ce - onehot_entropy,
-        "prediction_entropy": mean_entropy,
+        "prediction_entropy": entropy_sum / n,
         "label_entropy": label_entropy,
         "marginal_cross_entropy": marginal_ce,
         "marginal_kl": marginal_kl,
