@@ -12,11 +12,17 @@ copied whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = ["feature_moments", "feature_scales", "max_abs"]
 
 _CHUNK_ROWS = 1024
+
+# allreduce(values, op) -> the float64 array reduced over all processes, op "sum" or "max";
+# given to the functions below, each process passes its own rows and all get the global result
+AllReduce = Callable[[np.ndarray, str], np.ndarray]
 
 
 def max_abs(X: np.ndarray, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
@@ -29,12 +35,24 @@ def max_abs(X: np.ndarray, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
 
 
 def _scaled_moments(
-    X: np.ndarray, sample_weight: np.ndarray | None, center: bool, chunk_rows: int
+    X: np.ndarray,
+    sample_weight: np.ndarray | None,
+    center: bool,
+    chunk_rows: int,
+    allreduce: AllReduce | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """``(μ / u, v / u², u, S)`` with ``u`` a power of two per column, ``max |x| / u < 2``."""
+    """``(μ / u, v / u², u, S)`` with ``u`` a power of two per column, ``max |x| / u < 2``.
+
+    With ``allreduce``, ``X`` is one shard of the rows: the total, the largest ``|x|``, the
+    weighted sums and then the squared deviations from the global mean are each reduced
+    over all shards (four all-reduces, the last two the two passes), so every process gets
+    the statistics of all the rows.
+    """
     n, d = X.shape
     s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     total = float(s.sum())
+    if allreduce is not None:
+        total = float(allreduce(np.array([total]), "sum")[0])
     mean, spread, unit = np.zeros(d), np.zeros(d), np.ones(d)
     if not total > 0:
         return mean, spread, unit, total
@@ -42,16 +60,22 @@ def _scaled_moments(
     largest = np.zeros(d)
     for rows in chunks:
         np.fmax(largest, np.abs(np.asarray(X[rows], dtype=np.float64)).max(axis=0), out=largest)
+    if allreduce is not None:
+        largest = allreduce(largest, "max")
     finite = np.isfinite(largest) & (largest > 0)
     exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
     unit = np.where(finite, np.ldexp(1.0, exponent), 1.0)
     if center:
         for rows in chunks:
             mean += s[rows] @ (np.asarray(X[rows], dtype=np.float64) / unit)
+        if allreduce is not None:
+            mean = allreduce(mean, "sum")
         mean /= total
     for rows in chunks:
         deviations = np.asarray(X[rows], dtype=np.float64) / unit - mean  # (rows, d), |.| < 4
         spread += s[rows] @ (deviations * deviations)
+    if allreduce is not None:
+        spread = allreduce(spread, "sum")
     spread /= total
     return mean, spread, unit, total
 
@@ -108,6 +132,7 @@ def feature_scales(
     center: bool = True,
     ridge: float = 0.0,
     chunk_rows: int = _CHUNK_ROWS,
+    allreduce: AllReduce | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Weighted means and standard deviations ``sqrt(v + ridge)`` of the columns of ``X``.
 
@@ -115,6 +140,8 @@ def feature_scales(
     square without centring), which is finite for every finite ``X``: features of scale
     1e200 have ``v = 1e400`` but a standard deviation of about 1e200. Where ``v`` is in
     range the result is ``np.sqrt(v + ridge)`` of :func:`feature_moments`' ``v``, bit for bit.
+    With ``allreduce`` (see :data:`AllReduce`), ``X`` and ``sample_weight`` are one process's
+    rows and the results are those of all processes' rows together.
 
     Examples
     --------
@@ -122,5 +149,5 @@ def feature_scales(
     >>> float(mean[0]), float(std[0])
     (1e+200, 2e+200)
     """
-    mean, spread, unit, total = _scaled_moments(X, sample_weight, center, chunk_rows)
+    mean, spread, unit, total = _scaled_moments(X, sample_weight, center, chunk_rows, allreduce)
     return mean * unit, np.sqrt(spread + ridge / unit / unit) * unit, total

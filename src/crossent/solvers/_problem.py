@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crossent._stats import feature_scales
+from crossent._stats import AllReduce, feature_scales
 from crossent.objective import LinearSoftmaxObjective
 
 # callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
@@ -48,6 +48,7 @@ class Preconditioner:
         center: bool,
         l2: float,
         chunk_rows: int = 1024,
+        allreduce: AllReduce | None = None,
     ) -> Preconditioner:
         """Feature means and scales from float64 passes over X.
 
@@ -57,12 +58,16 @@ class Preconditioner:
         diagonal of ``F``'s Hessian up to the softmax curvature, so that nearly constant
         features, whose curvature comes from the penalty alone, are not over-stretched.
         Features of scale 1e200, whose ``v_j`` is beyond float64, get ``σ_j ≈ 1e200``: the
-        fit is scale-free.
+        fit is scale-free. With ``allreduce`` (distributed fitting, see
+        :mod:`crossent.distributed`), ``X`` is this process's shard and the statistics are
+        reduced over all shards: every process gets the same preconditioner.
         """
         total = float(np.sum(sample_weight)) if sample_weight is not None else X.shape[0]
+        if allreduce is not None:
+            total = float(allreduce(np.array([total]), "sum")[0])
         ridge = l2 / total if total > 0 else 0.0
         mean, scale, total = feature_scales(
-            X, sample_weight, center=center, ridge=ridge, chunk_rows=chunk_rows
+            X, sample_weight, center=center, ridge=ridge, chunk_rows=chunk_rows, allreduce=allreduce
         )
         if not total > 0:
             return cls.identity(X.shape[1])
