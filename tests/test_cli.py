@@ -433,7 +433,7 @@ BAD_DATA = {
     "l2 < 0": (lambda folder: ["train", "--l2", "-1"], r"argument --l2: must be a number >= 0"),
     "test size > 1": (
         lambda folder: ["train", "--test-size", "1.5"],
-        r"argument --test-size: must be a fraction strictly between 0 and 1, got 1\.5",
+        r"argument --test-size: must be a fraction >= 0 and < 1, got 1\.5",
     ),
 }
 

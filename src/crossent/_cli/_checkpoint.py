@@ -97,7 +97,7 @@ _OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {
     "max_iter": lambda v: _is_int(v, 1, MAX_COUNT),
     "tol": lambda v: _is_number(v, lambda x: x >= 0),
     "batch_size": lambda v: _is_int(v, 1, MAX_COUNT),
-    "test_size": lambda v: _is_number(v, lambda x: 0 < x < 1),
+    "test_size": lambda v: _is_number(v, lambda x: 0 <= x < 1),
     "seed": lambda v: _is_int(v, 0, MAX_SEED),
     "standardize": lambda v: v is None or isinstance(v, bool),
     "checkpoint_every": lambda v: v is None or _is_int(v, 1, MAX_COUNT),
@@ -185,6 +185,12 @@ def check_checkpoint(
     """Refuse a checkpoint unless it continues the same minimisation."""
     saved = checkpoint.objective
     refuse = f"; rerun with the same options, or delete {path} to start afresh"
+    ranks, saved_ranks = objective.get("ranks", 1), saved.get("ranks", 1)
+    if saved_ranks != ranks:  # --distributed: the data's hash is of each rank's rows
+        raise CommandError(
+            f"{path}: made by a run of {saved_ranks} rank(s), this run has {ranks}; resume "
+            "with as many ranks (torchrun --nproc-per-node), or delete it to start afresh"
+        )
     if saved.get("n_features") != objective["n_features"]:
         raise CommandError(
             f"{path}: made on data with {saved.get('n_features')} features, "

@@ -11,7 +11,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,11 @@ def warn(message: str) -> None:
 
 
 def load_data(
-    args: argparse.Namespace, *, require_labels: bool, model: LoadedModel | None = None
+    args: argparse.Namespace,
+    *,
+    require_labels: bool,
+    model: LoadedModel | None = None,
+    loader: Callable[..., Dataset] = load_dataset,
 ) -> Dataset:
     """Load ``--data`` with ``--label-column``, ``--labels`` and ``--skip-bad-images``.
 
@@ -49,7 +53,8 @@ def load_data(
     mode.
     Images skipped by ``--skip-bad-images`` and images converted to one size or mode are
     reported as warnings on stderr. The library's faults are reworded to name the
-    command's options (``--label-column NAME``, not ``label_column=NAME``).
+    command's options (``--label-column NAME``, not ``label_column=NAME``). ``loader``
+    (``load_dataset``'s signature) reads the data: ``--distributed`` reads a rank's rows.
     """
     label_column: str | int | None = args.label_column
     if isinstance(label_column, str) and _INDEX.fullmatch(label_column.strip()):
@@ -61,7 +66,7 @@ def load_data(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
-            data = load_dataset(
+            data = loader(
                 args.data,
                 label_column=label_column,
                 labels=args.labels,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from crossent._stats import feature_scales
+from crossent._stats import AllReduce, feature_scales
 from crossent.classifier import SoftmaxClassifier
 from crossent.data import DataError, Dataset
 from crossent.model_io import ModelFileError, load_model
@@ -40,11 +40,14 @@ class Preprocessing:
     source: str = field(default="the standardisation", compare=False)  # for messages
 
     @classmethod
-    def fit(cls, X: np.ndarray, standardize: bool) -> Preprocessing:
-        """Feature means and standard deviations of ``X`` (a constant feature gets scale 1)."""
+    def fit(
+        cls, X: np.ndarray, standardize: bool, allreduce: AllReduce | None = None
+    ) -> Preprocessing:
+        """Feature means and standard deviations of ``X`` (a constant feature gets scale 1);
+        with ``allreduce`` (``--distributed``), of all ranks' rows, ``X`` being this rank's."""
         if not standardize:
             return cls()
-        mean, scale, _ = feature_scales(X)
+        mean, scale, _ = feature_scales(X, allreduce=allreduce)
         return cls(mean, np.where(scale > 0, scale, 1.0))
 
     @property
@@ -323,7 +326,7 @@ _OBJECTIVE_FIELDS: dict[str, tuple[str, Any]] = {
     "n_samples": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "n_features": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "l2": ("a finite number ≥ 0", lambda v: _is_number(v) and v >= 0),
-    "test_size": ("a number between 0 and 1", lambda v: _is_number(v) and 0 < v < 1),
+    "test_size": ("a number from 0 to below 1", lambda v: _is_number(v) and 0 <= v < 1),
     "seed": ("an integer", _is_int),
     "standardize": ("true or false", lambda v: isinstance(v, bool)),
 }

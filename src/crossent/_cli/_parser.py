@@ -98,7 +98,9 @@ non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
 # steps overflow float64 (--l2 1e308 with adam) instead of saying so.
 MAX_L2 = 1e100
 penalty = _number(float, lambda v: 0 <= v <= MAX_L2, f"a number >= 0 and <= {MAX_L2:g}")
-fraction = _number(float, lambda v: 0 < v < 1, "a fraction strictly between 0 and 1")
+test_fraction = _number(float, lambda v: 0 <= v < 1, "a fraction >= 0 and < 1")
+seconds = _number(float, lambda v: 0 < v <= 86400, "a number of seconds > 0 and <= 86400")
+DEFAULT_TIMEOUT = 60.0  # --timeout: seconds a rank waits for the others
 seed_int = _number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
 
 
@@ -195,9 +197,10 @@ def _add_objective_options(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument(
         "--test-size",
-        type=fraction,
+        type=test_fraction,
         metavar="F",
-        help=f"fraction of the samples held out for testing, 0 < F < 1 {_default('test_size')}",
+        help="fraction of the samples held out for testing, 0 <= F < 1; 0 trains on every "
+        f"sample and skips the test metrics {_default('test_size')}",
     )
     train.add_argument(
         "--seed",
@@ -276,6 +279,25 @@ def _add_output_options(train: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_distributed_options(train: argparse.ArgumentParser) -> None:
+    """Data-parallel training over torch.distributed, launched by torchrun."""
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train as one rank of a torchrun job (torchrun --nproc-per-node N -m crossent "
+        "train --distributed ...): each rank reads its own rows of --data (a contiguous "
+        "block of one file, or its own files of a glob pattern such as 'part-*.csv'), the "
+        "split and the model are those of a single-process run, rank 0 writes the outputs",
+    )
+    train.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="with --distributed: how long a rank waits for the others before it stops "
+        f"with an error naming the lost rank (default: {DEFAULT_TIMEOUT:g})",
+    )
+
+
 def _add_train(commands: Any) -> None:
     train = _subparser(
         commands,
@@ -289,6 +311,7 @@ def _add_train(commands: Any) -> None:
     _add_objective_options(train)
     _add_solver_options(train)
     _add_output_options(train)
+    _add_distributed_options(train)
     _add_debug(train)
     train.set_defaults(run="_train:run")
 

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from crossent._version import __version__
 from crossent.classifier import Progress, SoftmaxClassifier
 from crossent.data import DataError, Dataset
-from crossent.metrics import classification_metrics, prediction_entropy
+from crossent.metrics import metric_sums, metrics_from_sums, prediction_entropy
 from crossent.model_io import save_model
 from crossent.objective import loss_gradient
 from crossent.report import write_report
@@ -40,6 +40,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._common import CommandError, OutputDir, load_data, need_labels, warn
+from ._distributed import Group
 from ._model import MODEL_KIND, Preprocessing
 from ._parser import TRAIN_DEFAULTS
 from ._summary import (
@@ -55,6 +56,29 @@ MODEL_FILE = "model.safetensors"
 REPORT_FILE = "report.html"
 
 
+class DataInfo(Protocol):
+    """What the summaries and the model file say about the data (a :class:`Dataset`, or
+    with ``--distributed`` the description of all ranks' rows)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None: ...
+
+    @property
+    def feature_names(self) -> list[str] | None: ...
+
+    @property
+    def label_name(self) -> str | None: ...
+
+    @property
+    def n_samples(self) -> int: ...
+
+    @property
+    def n_features(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class Split:
     X_train: np.ndarray  # (n_train, d), preprocessed
@@ -63,20 +87,33 @@ class Split:
     y_test: np.ndarray  # (n_test,) class indices
 
 
+def split_rows(
+    y_index: np.ndarray, test_size: float, seed: int, name: str, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified, seeded split of the rows: (train rows, test rows), each in the
+    order scikit-learn's ``train_test_split`` gives them (``test_size`` 0: every row
+    trains, in file order)."""
+    rows = np.arange(len(y_index))  # (n,)
+    if test_size == 0:
+        return rows, rows[:0]
+    try:
+        train, test = train_test_split(
+            rows, test_size=test_size, stratify=y_index, random_state=seed
+        )
+    except ValueError as exc:
+        raise CommandError(
+            f"{name}: cannot split {len(y_index)} samples of {n_classes} classes "
+            f"with --test-size {test_size:g} (stratified): {exc}"
+        ) from None
+    return train, test
+
+
 def split_data(data: Dataset, classes: np.ndarray, test_size: float, seed: int) -> tuple:
     """Stratified, seeded train/test split of the rows and the labels' class indices."""
     assert data.y is not None
     y_index = np.searchsorted(classes, data.y)
-    try:
-        X_train, X_test, y_train, y_test = train_test_split(
-            data.X, y_index, test_size=test_size, stratify=y_index, random_state=seed
-        )
-    except ValueError as exc:
-        raise CommandError(
-            f"{data.name}: cannot split {data.n_samples} samples of {len(classes)} classes "
-            f"with --test-size {test_size:g} (stratified): {exc}"
-        ) from None
-    return X_train, X_test, y_train, y_test
+    train, test = split_rows(y_index, test_size, seed, data.name, len(classes))
+    return data.X[train], data.X[test], y_index[train], y_index[test]
 
 
 class _ProgressLine:
@@ -121,7 +158,9 @@ class _Monitor:
         line: _ProgressLine | None,
         save: Any,
         every: int | None,
+        group: Group | None = None,
     ) -> None:
+        self.group = group
         self.start = 0 if start is None else start.iteration
         self.iteration = self.start
         self.curve: list[float] = [] if start is None else list(start.loss_curve)
@@ -132,6 +171,8 @@ class _Monitor:
 
     def __call__(self, progress: Progress) -> bool:
         self.iteration = self.start + progress.iteration
+        if self.group is not None:
+            self.group.reached(self.iteration)
         self.curve.append(float(progress.loss))
         curve = list(self.curve)  # a copy: the checkpoint of this iteration
         self.last = Checkpoint(self.iteration, progress.coef, progress.intercept, curve)
@@ -161,6 +202,10 @@ def resolve_options(args: argparse.Namespace, out: OutputDir) -> Checkpoint | No
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.distributed or args.timeout is not None:
+        from ._train_distributed import run_distributed
+
+        return run_distributed(args, argv)
     out = OutputDir(args.out)
     out.check()  # an --out that cannot be a folder is refused before any work
     start = resolve_options(args, out)
@@ -218,12 +263,17 @@ def _fit(
     start: Checkpoint | None,
     checkpoint_path: Path,
     objective: dict[str, Any],
+    group: Group | None = None,
 ) -> tuple[SoftmaxClassifier, _Monitor, bool] | int:
     """Fit the classifier; on Ctrl-C or SIGTERM save a checkpoint if asked, explain, and
-    return the exit status (130 or 143)."""
+    return the exit status (130 or 143). With a ``group`` (``--distributed``), fit this
+    rank's rows as part of all ranks' (rank 0 alone saves checkpoints and shows progress)."""
     options = recorded_options(args)
+    writer = group is None or group.writer
 
     def save(checkpoint: Checkpoint) -> None:
+        if not writer:
+            return
         save_checkpoint(
             checkpoint_path,
             checkpoint,
@@ -233,9 +283,9 @@ def _fit(
             options=options,
         )
 
-    show = not args.quiet and sys.stderr.isatty()
+    show = writer and not args.quiet and sys.stderr.isatty()
     line = _ProgressLine(sys.stderr, args.max_iter) if show else None
-    monitor = _Monitor(start, line, save, args.checkpoint_every)
+    monitor = _Monitor(start, line, save, args.checkpoint_every, group)
     clf = SoftmaxClassifier(
         l2=args.l2,
         solver=args.solver,
@@ -245,6 +295,7 @@ def _fit(
         random_state=args.seed,
         warm_start=start is not None,
         callback=monitor,
+        distributed=group is not None,
     )
     if start is not None:
         clf.coef_, clf.intercept_ = start.coef, start.intercept
@@ -261,6 +312,8 @@ def _fit(
                 line.close()  # end the progress line before any message
     if interrupted is not None:
         what = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
+        if group is not None:
+            what = group.interrupted(what)
         _interrupted(args, argv, monitor, start, checkpoint_path, save, what)
         return interrupt_status(interrupted)
     converged = True
@@ -311,8 +364,10 @@ class _Result:
 
     objective: float  # L_total at the final weights
     train: dict[str, Any]  # classification_metrics on the training rows
-    test: dict[str, Any]  # ... on the test rows
-    test_log_proba: np.ndarray  # (n_test, C)
+    test: dict[str, Any] | None  # ... on the test rows (None: --test-size 0)
+    test_entropy: np.ndarray  # (n_test,) entropy of each test prediction (all ranks')
+    n_train: int  # training rows (of all ranks)
+    n_test: int  # test rows (of all ranks)
     n_iter: int  # iterations in all, resumed ones included
     curve: list[float]  # objective per iteration, the checkpoint's included
     converged: bool
@@ -326,20 +381,38 @@ def _evaluate(
     monitor: _Monitor,
     converged: bool,
     n_classes: int,
+    group: Group | None = None,
 ) -> _Result:
-    """The objective and the train and test metrics of the fitted classifier."""
+    """The objective and the train and test metrics of the fitted classifier (with a
+    ``group``: of all ranks' rows, from all-reduced sums)."""
     if len(clf.classes_) != n_classes:
         raise CommandError("the training split lacks some classes; lower --test-size")
-    final_objective, _, _ = loss_gradient(
-        clf.coef_, clf.intercept_, split.X_train, split.y_train, l2=args.l2
-    )
-    train = classification_metrics(split.y_train, clf.predict_log_proba(split.X_train), n_classes)
+    if group is None:
+        final_objective, _, _ = loss_gradient(
+            clf.coef_, clf.intercept_, split.X_train, split.y_train, l2=args.l2
+        )
+    else:
+        final_objective = group.objective(clf, split.X_train, split.y_train, args.l2)
+
+    def metrics(y: np.ndarray, log_proba: np.ndarray) -> dict[str, Any] | None:
+        sums = metric_sums(y, log_proba, n_classes)
+        sums = sums if group is None else group.allreduce(sums)
+        return metrics_from_sums(sums, n_classes) if sums[: n_classes**2].sum() else None
+
+    train = metrics(split.y_train, clf.predict_log_proba(split.X_train))
+    assert train is not None  # every class has training rows
     test_log_proba = clf.predict_log_proba(split.X_test)  # (n_test, C)
+    test_entropy = prediction_entropy(test_log_proba)  # (n_test,)
+    if group is not None:
+        test_entropy = np.concatenate(group.all_gather(test_entropy))  # (all ranks' n_test,)
+    test = metrics(split.y_test, test_log_proba)
     return _Result(
         objective=final_objective,
         train=train,
-        test=classification_metrics(split.y_test, test_log_proba, n_classes),
-        test_log_proba=test_log_proba,
+        test=test,
+        test_entropy=test_entropy,
+        n_train=int(train["n_samples"]),
+        n_test=0 if test is None else int(test["n_samples"]),
         n_iter=monitor.start + int(clf.n_iter_),
         curve=monitor.curve,
         converged=converged,
@@ -348,13 +421,13 @@ def _evaluate(
 
 
 def _training_record(
-    args: argparse.Namespace, data: Dataset, split: Split, result: _Result
+    args: argparse.Namespace, data: DataInfo, split: Split, result: _Result
 ) -> dict[str, Any]:
     """The model file's ``training`` metadata (also the JSON summary's core)."""
     return {
         "data": data.name,
-        "n_train": len(split.y_train),
-        "n_test": len(split.y_test),
+        "n_train": result.n_train,
+        "n_test": result.n_test,
         "test_size": args.test_size,
         "seed": args.seed,
         "tol": args.tol,
@@ -365,15 +438,15 @@ def _training_record(
         "objective": result.objective,
         "loss_curve": result.curve,
         "train_accuracy": result.train["accuracy"],
-        "test_accuracy": result.test["accuracy"],
-        "test_cross_entropy": result.test["cross_entropy"],
+        "test_accuracy": None if result.test is None else result.test["accuracy"],
+        "test_cross_entropy": None if result.test is None else result.test["cross_entropy"],
     }
 
 
 def _write_outputs(
     out: OutputDir,
     args: argparse.Namespace,
-    data: Dataset,
+    data: DataInfo,
     classes: np.ndarray,
     preprocessing: Preprocessing,
     clf: SoftmaxClassifier,
@@ -396,7 +469,7 @@ def _write_outputs(
     }
     arrays = {"coef": clf.coef_, "intercept": clf.intercept_, **preprocessing.arrays()}
     resumed = {} if result.resumed_from is None else {"resumed from iteration": result.resumed_from}
-    test = result.test
+    shown, what = (result.train, "train ") if result.test is None else (result.test, "test ")
     with out.staging() as stage:
         save_model(stage / MODEL_FILE, arrays, metadata)
         write_report(
@@ -412,16 +485,16 @@ def _write_outputs(
                 "converged": "yes" if result.converged else "no",
                 "objective L_total": result.objective,
                 "train accuracy": result.train["accuracy"],
-                **report_table(test, "test "),
+                **report_table(shown, what),
             },
             class_names=[str(c) for c in classes.tolist()],
-            confusion=test["confusion"],
-            per_class={k: test[k] for k in ("precision", "recall", "support")},
+            confusion=shown["confusion"],
+            per_class={k: shown[k] for k in ("precision", "recall", "support")},
             loss_curve=result.curve or None,
             resumed_at=result.resumed_from,
             coef=preprocessing.raw_coef(clf.coef_) if data.image_shape else None,
             image_shape=data.image_shape,
-            pred_entropy=prediction_entropy(result.test_log_proba),
+            pred_entropy=result.test_entropy if result.test is not None else None,
         )
     if args.checkpoint_every or result.resumed_from is not None:  # the checkpoint is spent
         (out.path / CHECKPOINT_FILE).unlink(missing_ok=True)
@@ -429,7 +502,7 @@ def _write_outputs(
 
 def _print_json(
     args: argparse.Namespace,
-    data: Dataset,
+    data: DataInfo,
     classes: np.ndarray,
     preprocessing: Preprocessing,
     result: _Result,
@@ -448,7 +521,7 @@ def _print_json(
         "solver": args.solver,
         **training,
         "train": metrics_json(result.train),
-        "test": metrics_json(result.test),
+        "test": None if result.test is None else metrics_json(result.test),
         "model": str(out.path / MODEL_FILE),
         "report": str(out.path / REPORT_FILE),
     }
@@ -457,7 +530,7 @@ def _print_json(
 
 def _print_text(
     args: argparse.Namespace,
-    data: Dataset,
+    data: DataInfo,
     classes: np.ndarray,
     preprocessing: Preprocessing,
     split: Split,
@@ -478,19 +551,21 @@ def _print_text(
             f"resumed   from {out.path / CHECKPOINT_FILE} at iteration {result.resumed_from}"
         ]
     test = result.test
+    shown, what = (result.train, "train") if test is None else (test, "test")
+    accuracy = f"   test {test['accuracy']:.4f}" if test is not None else "   (no test rows)"
     lines = [
         data_line(data.name, data.n_samples, data.n_features, data.image_shape, len(classes)),
-        f"split     {len(split.y_train)} train / {len(split.y_test)} test "
+        f"split     {result.n_train} train / {result.n_test} test "
         f"(stratified, test size {args.test_size:g}, seed {args.seed})",
         f"model     {args.solver}, l2 = {args.l2:g}, {standardized}; {status} iterations, "
         f"objective L_total = {result.objective:.6f}",
         *resumed,
         "",
-        f"accuracy  train {result.train['accuracy']:.4f}   test {test['accuracy']:.4f}",
+        f"accuracy  train {result.train['accuracy']:.4f}{accuracy}",
         "",
-        *cross_entropy_lines(test, "test"),
+        *cross_entropy_lines(shown, what),
         "",
-        *per_class_lines(test, [str(c) for c in classes.tolist()], "test"),
+        *per_class_lines(shown, [str(c) for c in classes.tolist()], what),
         "",
         f"wrote {out.path / MODEL_FILE}",
         f"wrote {out.path / REPORT_FILE}",
