@@ -113,7 +113,7 @@ class Group:
         """``what`` ("terminated", "interrupted") with this rank and, when the launcher
         stopped the job because a rank was lost, which one."""
         who = self.diagnose() if what == "terminated" else ""
-        return f"rank {self.rank}: {what}" + (f" (lost {who})" if who else "")
+        return f"rank {self.rank}: {what}" + (f" after losing {who}" if who else "")
 
     def objective(self, clf: Any, X: np.ndarray, y_index: np.ndarray, l2: float) -> float:
         """``L_total`` of ``clf``'s weights over all ranks' rows (this rank holds ``X``)."""
@@ -146,8 +146,16 @@ class Group:
         for rank, (_, fault) in enumerate(gathered):
             if fault is not None:
                 prefix = "" if rank == self.rank else f"rank {rank}: "
+                self.stopping()
+                self.all_gather(None)  # no rank exits (and has the others stopped) early
                 raise CommandError(f"{prefix}{fault}")
         return [v for v, _ in gathered]
+
+    def stopping(self) -> None:
+        """This rank is about to stop with an error: the launcher's SIGTERM, sent when
+        another rank exits, must not cut the error line short."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     # ------------------------------------------------------------------ heartbeat
     def _publish(self) -> None:
@@ -184,9 +192,8 @@ class Group:
         return beats
 
     def diagnose(self) -> str:
-        """Which ranks are lost, and why: ``"rank 1 (its process stopped)"``, or ``""``."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher stops us: finish first
+        """Which ranks are lost, and why (``"rank 1 (its process stopped)"``), or ``""``."""
+        self.stopping()
         try:
             before = self._heartbeats()
             time.sleep(3 * self.interval)
@@ -204,17 +211,17 @@ class Group:
             return f"{_ranks(behind)} (stuck at {after[behind[0]][2]})"
         return ""
 
-    def lost(self, exc: BaseException) -> CommandError:
+    def lost(self, exc: BaseException, outcome: str = "the job stopped") -> CommandError:
         """The one-line error of a failed collective, naming the lost rank where it can."""
         who = self.diagnose()
         if who:
-            return CommandError(f"rank {self.rank}: lost {who} at {self.stage}; the job stopped")
+            return CommandError(f"rank {self.rank}: lost {who} at {self.stage}; {outcome}")
         detail = " ".join(str(exc).split())
         if "]" in detail:
             detail = detail.split("]", 1)[1].strip()  # drop gloo's source location
         return CommandError(
             f"rank {self.rank}: the other ranks did not answer within --timeout "
-            f"{self.timeout:g} s at {self.stage} ({detail[:200]})"
+            f"{self.timeout:g} s at {self.stage} ({detail[:200]}); {outcome}"
         )
 
 
@@ -246,16 +253,16 @@ def process_group(timeout: float) -> Iterator[Group]:
     try:
         group.start()
         yield group
-    except RuntimeError as exc:
-        if not is_communication_fault(exc):
-            raise
-        raise group.lost(exc) from None
-    finally:
+    except BaseException as exc:
+        # The launcher stops the other ranks as soon as one exits: say why first, without
+        # waiting to leave the group (the process ends with it).
         group.stop()
-        try:
-            dist.destroy_process_group()
-        except Exception:  # a group with a lost rank: nothing left to release cleanly
-            pass
+        group.stopping()
+        if isinstance(exc, RuntimeError) and is_communication_fault(exc):
+            raise group.lost(exc) from None
+        raise
+    group.stop()
+    dist.destroy_process_group()
 
 
 def inject_fault(group: Group | None, iteration: int) -> None:

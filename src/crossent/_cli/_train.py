@@ -183,8 +183,9 @@ class _Monitor:
         return False
 
 
-def _resume_command(argv: list[str]) -> str:
-    words = ["crossent", *argv]
+def _resume_command(argv: list[str], group: Group | None = None) -> str:
+    launcher = ["torchrun", f"--nproc-per-node={group.world}", "-m"] if group else []
+    words = [*launcher, "crossent", *argv]
     if "--resume" not in argv:
         words.append("--resume")
     return shlex.join(words)
@@ -314,7 +315,7 @@ def _fit(
         what = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
         if group is not None:
             what = group.interrupted(what)
-        _interrupted(args, argv, monitor, start, checkpoint_path, save, what)
+        _interrupted(args, argv, monitor, start, checkpoint_path, save, what, group)
         return interrupt_status(interrupted)
     converged = True
     for warning in caught:
@@ -338,17 +339,18 @@ def _interrupted(
     checkpoint_path: Path,
     save: Any,
     what: str = "interrupted",
+    group: Group | None = None,
 ) -> None:
     """Save the last checkpoint if asked, and say how to resume (or that nothing was kept)."""
     where = f"{what} at iteration {monitor.iteration}"
     if args.checkpoint_every and monitor.last is not None:
         if monitor.last is not start:
             save(monitor.last)
-        print(f"{where}; resume with: {_resume_command(argv)}", file=sys.stderr)
+        print(f"{where}; resume with: {_resume_command(argv, group)}", file=sys.stderr)
     elif start is not None:
         print(
             f"{where}; {checkpoint_path} (iteration {start.iteration}) is unchanged; "
-            f"resume with: {_resume_command(argv)}",
+            f"resume with: {_resume_command(argv, group)}",
             file=sys.stderr,
         )
     else:
@@ -401,7 +403,9 @@ def _evaluate(
 
     train = metrics(split.y_train, clf.predict_log_proba(split.X_train))
     assert train is not None  # every class has training rows
-    test_log_proba = clf.predict_log_proba(split.X_test)  # (n_test, C)
+    test_log_proba = np.zeros((0, n_classes))  # (n_test, C): none with --test-size 0
+    if len(split.X_test):
+        test_log_proba = clf.predict_log_proba(split.X_test)
     test_entropy = prediction_entropy(test_log_proba)  # (n_test,)
     if group is not None:
         test_entropy = np.concatenate(group.all_gather(test_entropy))  # (all ranks' n_test,)
@@ -556,7 +560,11 @@ def _print_text(
     lines = [
         data_line(data.name, data.n_samples, data.n_features, data.image_shape, len(classes)),
         f"split     {result.n_train} train / {result.n_test} test "
-        f"(stratified, test size {args.test_size:g}, seed {args.seed})",
+        + (
+            f"(stratified, test size {args.test_size:g}, seed {args.seed})"
+            if args.test_size
+            else "(--test-size 0: every sample trains)"
+        ),
         f"model     {args.solver}, l2 = {args.l2:g}, {standardized}; {status} iterations, "
         f"objective L_total = {result.objective:.6f}",
         *resumed,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from crossent.solvers import MINIBATCH
 
 from ._checkpoint import CHECKPOINT_FILE, Checkpoint, check_checkpoint, fingerprint
 from ._common import CommandError, OutputDir, load_data, need_labels
-from ._distributed import Group, process_group
+from ._distributed import Group, is_communication_fault, process_group
 from ._model import Preprocessing
 from ._parser import DEFAULT_TIMEOUT, TRAIN_DEFAULTS
 from ._train import (
@@ -191,6 +192,13 @@ def _check_agreement(infos: list[ShardInfo], group: Group) -> None:
                 )
 
 
+def _outcome(args: argparse.Namespace, group: Group, checkpoint: Path) -> str:
+    """What a lost rank leaves: nothing, or (rank 0) the checkpoint to resume from."""
+    if group.writer and args.checkpoint_every and checkpoint.exists():
+        return f"no model written; resume from {checkpoint} with --resume"
+    return "no model or report written"
+
+
 def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
     out = OutputDir(args.out)
     start = _resolve(args, out, group)
@@ -250,7 +258,12 @@ def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
         if args.checkpoint_every and group.writer:
             out.ensure()
         group.at("training")
-        fitted = _fit(args, argv, split, classes, start, checkpoint_path, objective, group)
+        try:
+            fitted = _fit(args, argv, split, classes, start, checkpoint_path, objective, group)
+        except RuntimeError as exc:
+            if not is_communication_fault(exc):
+                raise
+            raise group.lost(exc, _outcome(args, group, checkpoint_path)) from None
         if isinstance(fitted, int):  # interrupted: the exit status
             if group.writer:
                 out.discard()
