@@ -135,7 +135,7 @@ def test_test_size_0_on_three_ranks_trains_on_every_row(blobs, tmp_path):
     np.testing.assert_allclose(summary["train"]["accuracy"], ref.score(Z, y))
 
 
-def test_a_rank_that_dies_stops_the_job_and_resume_finishes_it(blobs, tmp_path):
+def test_a_rank_that_dies_stops_the_job_and_resume_finishes_it(blobs, tmp_path, capsys):
     folder, _, _ = blobs
     data = folder / "blobs.npz"
     out = tmp_path / "job"
@@ -148,6 +148,10 @@ def test_a_rank_that_dies_stops_the_job_and_resume_finishes_it(blobs, tmp_path):
     )
     assert not (out / "model.safetensors").exists() and not (out / "report.html").exists()
     assert (out / "checkpoint.safetensors").exists()  # iteration 4, saved by rank 0
+
+    status, _ = single(["--resume", "--out", out])  # its data hash is of 2 ranks' rows
+    assert status == 1
+    assert "made by a run of 2 rank(s), this run has 1" in capsys.readouterr().err
 
     resumed, _ = torchrun(["--resume", "--out", out, "--json"])
     assert resumed.returncode == 0, resumed.stderr
@@ -209,3 +213,20 @@ def test_usage_faults_are_one_line(args, env, message, capsys, monkeypatch):
     assert main(["train", *args]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_test_size_0_in_one_process_trains_on_every_row(blobs, tmp_path, capsys):
+    folder, X, y = blobs
+    args = ["--data", folder / "blobs.npz", *OPTIONS, "--test-size", "0", "--out", tmp_path]
+    status, text = single([*args, "--json"])
+    assert status == 0
+    summary = json.loads(text)
+    assert (summary["n_train"], summary["n_test"], summary["test"]) == (301, 0, None)
+    arrays, meta = load_model(tmp_path / "model.safetensors")
+    assert meta["training"]["test_accuracy"] is None
+    Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    ref = LogisticRegression(C=1 / 0.5, tol=1e-12, max_iter=10_000).fit(Z, y)
+    np.testing.assert_allclose(arrays["coef"], ref.coef_, rtol=1e-5, atol=1e-6)
+    status, text = single([*args, "--out", tmp_path / "text"])
+    assert status == 0 and "(--test-size 0: every sample trains)" in text
+    assert "(no test rows)" in text and "per class (train)" in text
