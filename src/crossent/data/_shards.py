@@ -27,6 +27,7 @@ import csv
 import glob
 import os
 import struct
+import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ._csv import _count_records, _open_csv, _parse_csv
+from ._csv import _open_csv, _parse_csv
 from ._dataset import DataError, Dataset, as_float, label_array, reading, scale_ubyte
 from ._idx import IDX_DTYPES, is_idx_magic
 from ._load import load_dataset, source_kind
@@ -329,13 +330,12 @@ def _csv_rows(
         if n is None or n == 0:
             return None  # malformed or empty: load_dataset names the fault
         lo, hi = _block(n, rank, world, name)
-        _, n_bytes = _count_records(path, name)
         with _open_csv(path, name) as f:
             reader = _RecordRange(csv.reader(f, strict=True), lo, hi)
             try:
                 data = _parse_csv(
                     reader,
-                    (hi - lo + 1, n_bytes),
+                    (hi - lo + 1, sys.maxsize),  # the records are counted: no bound needed
                     name,
                     options.get("label_column"),
                     options.get("require_labels", True),
