@@ -117,6 +117,20 @@ def test_two_ranks_give_the_single_process_model(blobs, tmp_path):
     ]
 
 
+def test_a_glob_of_files_gives_the_model_of_their_rows_together(blobs, tmp_path):
+    """3 files on 2 ranks (rank 1 reads two): the single process reads them all, in order."""
+    _, X, y = blobs
+    for k, rows in enumerate([slice(0, 90), slice(90, 200), slice(200, None)]):
+        np.savez(tmp_path / f"part-{k}.npz", X=X[rows], y=y[rows])
+    data = tmp_path / "part-*.npz"
+    status, _ = single(["--data", data, *OPTIONS, "--out", tmp_path / "one", "--quiet"])
+    assert status == 0
+    job, _ = torchrun(["--data", data, *OPTIONS, "--out", tmp_path / "two", "--quiet"])
+    assert job.returncode == 0, job.stderr
+    two, one = tmp_path / "two", tmp_path / "one"
+    assert_same_model(two / "model.safetensors", one / "model.safetensors")
+
+
 def test_test_size_0_on_three_ranks_trains_on_every_row(blobs, tmp_path):
     """CSV rows read by range on 3 ranks, no test rows; the reference is scikit-learn's
     LogisticRegression(C = 1/λ) on the standardised rows (the same L_total)."""
@@ -164,9 +178,9 @@ def test_a_rank_that_dies_stops_the_job_and_resume_finishes_it(blobs, tmp_path, 
 
 def test_a_rank_that_hangs_is_named_within_the_timeout(blobs, tmp_path):
     folder, _, _ = blobs
-    args = ["--data", folder / "blobs.npz", *OPTIONS, "--out", tmp_path, "--timeout", "4"]
+    args = ["--data", folder / "blobs.npz", *OPTIONS, "--out", tmp_path, "--timeout", "2"]
     job, took = torchrun(args, env={"CROSSENT_TEST_FAULT": "1:3:hang"})
-    assert job.returncode != 0 and took < 4 + 20
+    assert job.returncode != 0 and took < 2 + 20
     assert "crossent: error: rank 0: lost rank 1 (stuck at iteration 2) at iteration 3" in (
         job.stderr
     )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from crossent.data import DataError, load_dataset
-from crossent.data._shards import expand_sources, load_shard, row_block
+from crossent.data._shards import expand_sources, load_files, load_shard, row_block
 from test_data import write_idx
 
 
@@ -120,6 +120,10 @@ def test_glob_gives_each_rank_its_files(tmp_path, rng):
         np.testing.assert_array_equal(
             np.concatenate([s.data.X for s in shards]), np.concatenate([w.X for w in whole])
         )
+    together = load_files(pattern)  # what one process trains on
+    np.testing.assert_array_equal(together.X, np.concatenate([w.X for w in whole]))
+    np.testing.assert_array_equal(together.y, np.concatenate([w.y for w in whole]))
+    assert together.name == pattern
     with pytest.raises(DataError, match=r"part-\*\.npz: 4 files for 5 ranks"):
         load_shard(pattern, 0, 5)
     with pytest.raises(DataError, match=r"nothing-\*\.csv: no file matches this pattern"):

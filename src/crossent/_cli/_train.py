@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from crossent._version import __version__
 from crossent.classifier import Progress, SoftmaxClassifier
 from crossent.data import DataError, Dataset
+from crossent.data._shards import load_files
 from crossent.metrics import metric_sums, metrics_from_sums, prediction_entropy
 from crossent.model_io import save_model
 from crossent.objective import loss_gradient
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     out = OutputDir(args.out)
     out.check()  # an --out that cannot be a folder is refused before any work
     start = resolve_options(args, out)
-    data = load_data(args, require_labels=True)
+    data = load_data(args, require_labels=True, loader=load_files)  # a glob: its files
     need_labels(data)
     assert data.y is not None
     classes = np.unique(data.y)

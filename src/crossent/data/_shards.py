@@ -42,7 +42,7 @@ from ._idx import IDX_DTYPES, is_idx_magic
 from ._load import load_dataset, source_kind
 from ._npz import _npz_features
 
-__all__ = ["Shard", "expand_sources", "load_shard", "row_block"]
+__all__ = ["Shard", "expand_sources", "load_files", "load_shard", "row_block"]
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -79,6 +79,23 @@ def expand_sources(source: str) -> list[str]:
     if not files:
         raise DataError(f"{source}: no file matches this pattern")
     return files
+
+
+def load_files(source: str, **options: Any) -> Dataset:
+    """All the rows of ``source`` in one process: a file, or a glob pattern's files
+    concatenated in sorted order (the rows a ``--distributed`` job's ranks share out).
+
+    Parameters
+    ----------
+    source : str
+        As for :func:`load_shard`.
+    **options
+        As for :func:`~crossent.data.load_dataset`.
+    """
+    files = expand_sources(source)
+    if len(files) == 1:
+        return load_dataset(files[0], **options)
+    return _concatenate([load_dataset(f, **options) for f in files], source)
 
 
 def load_shard(source: str, rank: int, world: int, **options: Any) -> Shard:
