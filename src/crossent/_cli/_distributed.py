@@ -35,6 +35,9 @@ ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # reaches that iteration; "RANK:ITERATION:hang" makes it sleep instead.
 FAULT_VARIABLE = "CROSSENT_TEST_FAULT"
 _KEY = "crossent/heartbeat/{rank}"
+# Joining waits at least this long, whatever --timeout: ranks start (import torch) at
+# different speeds on a busy machine.
+JOIN_TIMEOUT = 30.0
 _GLOO_FAULTS = ("gloo", "connection", "timed out", "timeout", "peer", "broken pipe")
 
 
@@ -239,16 +242,22 @@ def process_group(timeout: float) -> Iterator[Group]:
     rank, world, address = _environment()
     import torch.distributed as dist
 
+    joining = max(timeout, JOIN_TIMEOUT)
     try:
         dist.init_process_group(
-            "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout)
+            "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=joining)
         )
     except (RuntimeError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise CommandError(
-            f"rank {rank}: could not join the {world} ranks at {address} within --timeout "
-            f"{timeout:g} s ({detail})"
+            f"rank {rank}: could not join the {world} ranks at {address} within {joining:g} s "
+            f"({detail})"
         ) from None
+    if joining != timeout:  # joined: from now on the operations' own timeout
+        try:
+            dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeout))
+        except (AttributeError, RuntimeError, ValueError):  # an older torch: keep the longer
+            pass
     group = Group(rank, world, timeout, address)
     try:
         group.start()

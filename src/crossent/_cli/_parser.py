@@ -294,7 +294,8 @@ def _add_distributed_options(train: argparse.ArgumentParser) -> None:
         type=seconds,
         metavar="SECONDS",
         help="with --distributed: how long a rank waits for the others before it stops "
-        f"with an error naming the lost rank (default: {DEFAULT_TIMEOUT:g})",
+        f"with an error naming the lost rank (default: {DEFAULT_TIMEOUT:g}; joining the "
+        "job waits at least 30)",
     )
 
 
