@@ -193,19 +193,22 @@ def _fault_worker(rank: int, world_size: int) -> dict:
         ),
         "final check": lambda: check_same_model(np.full((2, 2), float(rank)), np.zeros(2)),
         "minibatch": lambda: _fit(X, y, solver="adam"),
+        "no rows": lambda: _fit(X[:0] if on_rank1 else X, y[:0] if on_rank1 else y),
+        "no rows anywhere": lambda: _fit(X[:0], y[:0]),
     }
     got = {}
     for name, case in cases.items():
         try:
-            case()
-            got[name] = None
+            got[name] = ("ok", case())
         except Exception as exc:
             got[name] = (type(exc).__name__, str(exc))
     return got
 
 
 def _fit(X, y, **params):
-    SoftmaxClassifier(**{"n_jobs": 1, "distributed": True, **params}).fit(X, y)
+    clf = SoftmaxClassifier(**{"n_jobs": 1, "distributed": True, "tol": 1e-10, **params})
+    clf.fit(X, y)
+    return clf.coef_, clf.intercept_
 
 
 FAULTS = {  # case -> (exception type, words the message must hold)
@@ -218,6 +221,7 @@ FAULTS = {  # case -> (exception type, words the message must hold)
     "lockstep": ("RuntimeError", ["lockstep", "rank(s) 0", "rank(s) 1"]),
     "final check": ("RuntimeError", ["different coefficients"]),
     "minibatch": ("ValueError", ["full-batch solver", "'adam'"]),
+    "no rows anywhere": ("ValueError", ["at least 2 classes", "no rows"]),
 }
 
 
@@ -230,6 +234,17 @@ def test_faults_give_one_clear_error_on_every_rank(tmp_path):
         assert errors[0][0] == kind, (name, errors[0])
         for word in words:
             assert word in errors[0][1], (name, word, errors[0][1])
+    # a rank without rows takes part, adding nothing: the model of rank 0's rows
+    X, y, _ = _data()
+    rows = _shard_rows(y, 2)[0]
+    ref = SoftmaxClassifier(n_jobs=1, tol=1e-10).fit(X[rows], y[rows])
+    for r, rank in enumerate(ranks):
+        status, (coef, intercept) = rank["no rows"]
+        assert status == "ok", (r, rank["no rows"])
+        assert coef.tobytes() == ranks[0]["no rows"][1][0].tobytes()
+        scale = np.max(np.abs(ref.coef_))
+        assert np.max(np.abs(coef - ref.coef_)) <= 1e-6 * scale
+        assert np.max(np.abs(intercept - ref.intercept_)) <= 1e-6 * scale
 
 
 # ------------------------------------------------------------------ one process

@@ -147,18 +147,25 @@ def agree(local: Any, group: Any = None, what: str = "its shard") -> list[Any]:
     return [value for _, value in gathered]
 
 
-def _by_rank(values: list[Any]) -> str:
+def _by_rank(values: list[Any], ranks: list[int] | None = None) -> str:
     """``"5 on rank(s) 0, 2; 4 on rank(s) 1"``: which ranks hold which value."""
     groups: dict[str, list[int]] = {}
-    for r, value in enumerate(values):
+    for r, value in zip(range(len(values)) if ranks is None else ranks, values, strict=True):
         groups.setdefault(str(value), []).append(r)
     return "; ".join(f"{v} on rank(s) {', '.join(map(str, rs))}" for v, rs in groups.items())
 
 
-def _require_equal(values: list[Any], what: str) -> None:
-    """Raise :class:`ShardError` (identically on every rank) unless all ``values`` agree."""
-    if any(str(v) != str(values[0]) for v in values):
-        raise ShardError(f"distributed fit: the ranks disagree on {what}: {_by_rank(values)}")
+def _require_equal(values: list[Any], what: str, skip_none: bool = False) -> None:
+    """Raise :class:`ShardError` (identically on every rank) unless all ``values`` agree.
+
+    With ``skip_none``, the ranks whose value is None are left out of the comparison.
+    """
+    ranks = [r for r, v in enumerate(values) if not (skip_none and v is None)]
+    compared = [values[r] for r in ranks]
+    if any(str(v) != str(compared[0]) for v in compared):
+        raise ShardError(
+            f"distributed fit: the ranks disagree on {what}: {_by_rank(compared, ranks)}"
+        )
 
 
 def _fingerprint(coef: np.ndarray, intercept: np.ndarray | None) -> int:
@@ -286,7 +293,7 @@ class _Shard:
     feature_names: tuple[str, ...] | None
     labels: np.ndarray  # (k,) the distinct labels of this shard, sorted
     counts: np.ndarray  # (k,) rows per label
-    label_kind: str  # "numbers" or "strings"
+    label_kind: str | None  # "numbers" or "strings"; None for a shard without rows
     settings: str  # the estimator's parameters that must be equal everywhere
 
 
@@ -305,10 +312,11 @@ def fit_shard(
     same ``coef_`` and ``intercept_``, bit for bit.
     """
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import _check_sample_weight, validate_data
+    from sklearn.utils.validation import validate_data
 
     from crossent._threads import single_threaded_blas
     from crossent.classifier import _check_feature_scale
+    from crossent.objective import _check_sample_weight as _check_weights
     from crossent.solvers import FULL_BATCH, SOLVERS, Preconditioner, Problem
 
     if estimator.solver not in FULL_BATCH:
@@ -319,10 +327,12 @@ def fit_shard(
     _dist()
     local: Any
     try:
-        X, y = validate_data(estimator, X, y, dtype=[np.float64, np.float32], order="C")
+        X, y = validate_data(
+            estimator, X, y, dtype=[np.float64, np.float32], order="C", ensure_min_samples=0
+        )  # a rank may have no rows
         _check_feature_scale(X)
         check_classification_targets(y)
-        _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        sample_weight = _check_weights(sample_weight, X.shape[0])  # (n,) float64
         labels, counts = np.unique(y, return_counts=True)
         names = getattr(estimator, "feature_names_in_", None)
         params = estimator.get_params()
@@ -332,7 +342,9 @@ def fit_shard(
             feature_names=None if names is None else tuple(map(str, names)),
             labels=labels,
             counts=counts,
-            label_kind="numbers" if labels.dtype.kind in "biuf" else "strings",
+            label_kind=None
+            if labels.size == 0
+            else ("numbers" if labels.dtype.kind in "biuf" else "strings"),
             settings=", ".join(f"{k}={params[k]!r}" for k in _SHARED_PARAMS),
         )
     except (TypeError, ValueError) as exc:
@@ -342,12 +354,14 @@ def fit_shard(
     _require_equal([s.n_features for s in shards], "the number of features (columns of X)")
     _require_equal([s.dtype for s in shards], "the dtype of X")
     _require_equal([s.feature_names for s in shards], "the feature names")
-    _require_equal([s.label_kind for s in shards], "the type of the labels y")
-    classes = np.unique(np.concatenate([s.labels for s in shards]))  # the union, sorted
+    _require_equal([s.label_kind for s in shards], "the type of the labels y", skip_none=True)
+    labelled = [s.labels for s in shards if s.labels.size] or [shards[0].labels]
+    classes = np.unique(np.concatenate(labelled))  # the union, sorted
     if classes.shape[0] < 2:
+        found = f"only one class: {classes[0].item()!r}" if classes.size else "no rows"
         raise ValueError(
             "SoftmaxClassifier needs samples of at least 2 classes in the data, but the "
-            f"shards of all ranks contain only one class: {classes[0].item()!r}"
+            f"shards of all ranks together contain {found}"
         )
     rows_per_class = np.zeros(classes.shape[0])  # (C,) rows per class over all ranks
     for shard in shards:
