@@ -347,7 +347,7 @@ def fit_shard(
             else ("numbers" if labels.dtype.kind in "biuf" else "strings"),
             settings=", ".join(f"{k}={params[k]!r}" for k in _SHARED_PARAMS),
         )
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # any failure here is reported to every rank, not left to hang
         local = exc
     shards: list[_Shard] = agree(local, group, "its shard (X, y, sample_weight)")
     _require_equal([s.settings for s in shards], "the estimator's parameters")
