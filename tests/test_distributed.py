@@ -22,6 +22,7 @@ import pytest
 import scipy.special
 
 from crossent import SoftmaxClassifier
+from crossent._stats import feature_scales
 from crossent.objective import LinearSoftmaxObjective
 
 torch = pytest.importorskip("torch")
@@ -108,8 +109,16 @@ def _estimator(params: dict, distributed: bool) -> SoftmaxClassifier:
     return SoftmaxClassifier(l2=1.0, tol=1e-10, n_jobs=1, distributed=distributed, **params)
 
 
+def _offset(X: np.ndarray) -> np.ndarray:
+    """X with a feature of mean 1e9 and spread 1: one-pass moments would lose all digits."""
+    shifted = X.copy()
+    shifted[:, 0] += 1e9
+    return shifted
+
+
 def _fit_worker(rank: int, world_size: int) -> dict:
-    from crossent.distributed import DistributedObjective
+    from crossent._stats import feature_scales
+    from crossent.distributed import DistributedObjective, allreduce
 
     X, y, weights = _data()
     rows = _shard_rows(y, world_size)[rank]
@@ -123,6 +132,9 @@ def _fit_worker(rank: int, world_size: int) -> dict:
         X[rows], y[rows], N_CLASSES, l2=1.5, sample_weight=weights[rows], n_threads=1
     )
     results["objective"] = objective.loss_gradient(point[:, :-1], point[:, -1])
+    results["scales"] = feature_scales(
+        _offset(X)[rows], weights[rows], ridge=0.01, allreduce=lambda v, op: allreduce(v, op)
+    )
     return results
 
 
@@ -164,6 +176,12 @@ def test_fit_equals_single_process(tmp_path, world_size):
         np.testing.assert_allclose(grad_coef, expected[1], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(grad_intercept, expected[2], rtol=1e-10, atol=1e-12)
         assert grad_coef.tobytes() == ranks[0]["objective"][1].tobytes()
+    # the preconditioner's statistics of the shards are those of all rows
+    mean, scale, total = feature_scales(_offset(X), weights, ridge=0.01)
+    for r, rank in enumerate(ranks):
+        np.testing.assert_allclose(rank["scales"][0], mean, rtol=1e-14, err_msg=f"rank {r}")
+        np.testing.assert_allclose(rank["scales"][1], scale, rtol=1e-10, err_msg=f"rank {r}")
+        np.testing.assert_allclose(rank["scales"][2], total, rtol=1e-14)
 
 
 def _model(clf):
