@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.special
+import torch.multiprocessing as mp
 
 from crossent import SoftmaxClassifier
 from crossent._stats import feature_scales
 from crossent.objective import LinearSoftmaxObjective
-
-torch = pytest.importorskip("torch")
-mp = pytest.importorskip("torch.multiprocessing")
 
 TIMEOUT_S = 120  # per spawned job, start-up included (importing torch on a busy machine)
 N_CLASSES = 4
