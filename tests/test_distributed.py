@@ -216,6 +216,8 @@ def _fault_worker(rank: int, world_size: int) -> dict:
         "minibatch": lambda: _fit(X, y, solver="adam"),
         "no rows": lambda: _fit(X[:0] if on_rank1 else X, y[:0] if on_rank1 else y),
         "no rows anywhere": lambda: _fit(X[:0], y[:0]),
+        # 1.4e304 · 16 · rows: within float64 on each rank (<= 750 rows), beyond on all 900
+        "feature scale": lambda: _fit(X / np.max(np.abs(X)) * 1.4e304, y),
     }
     got = {}
     for name, case in cases.items():
@@ -243,6 +245,7 @@ FAULTS = {  # case -> (exception type, words the message must hold)
     "final check": ("RuntimeError", ["different coefficients"]),
     "minibatch": ("ValueError", ["full-batch solver", "'adam'"]),
     "no rows anywhere": ("ValueError", ["at least 2 classes", "no rows"]),
+    "feature scale": ("ValueError", ["feature scale is too large", "over all ranks", "900"]),
 }
 
 

@@ -288,6 +288,8 @@ def check_same_model(coef: np.ndarray, intercept: np.ndarray, group: Any = None)
 class _Shard:
     """What the ranks compare before fitting: their shards' shapes, labels and settings."""
 
+    n_rows: int
+    max_abs: float  # max |x| of the shard
     n_features: int
     dtype: str
     feature_names: tuple[str, ...] | None
@@ -295,6 +297,13 @@ class _Shard:
     counts: np.ndarray  # (k,) rows per label
     label_kind: str | None  # "numbers" or "strings"; None for a shard without rows
     settings: str  # the estimator's parameters that must be equal everywhere
+
+
+def _canonical(value: Any) -> str:
+    """``repr(value)``, a dict's items sorted: equal settings give equal strings."""
+    if isinstance(value, dict):
+        return repr(sorted(value.items(), key=repr))
+    return repr(value)
 
 
 _SHARED_PARAMS = ("l2", "fit_intercept", "solver", "max_iter", "tol", "class_weight", "warm_start")
@@ -330,6 +339,7 @@ def fit_shard(
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import validate_data
 
+    from crossent._stats import max_abs
     from crossent._threads import single_threaded_blas
     from crossent.classifier import _check_feature_scale
     from crossent.objective import _check_sample_weight as _check_weights
@@ -353,6 +363,8 @@ def fit_shard(
         names = getattr(estimator, "feature_names_in_", None)
         params = estimator.get_params()
         local = _Shard(
+            n_rows=X.shape[0],
+            max_abs=max_abs(X),
             n_features=X.shape[1],
             dtype=str(X.dtype),
             feature_names=None if names is None else tuple(map(str, names)),
@@ -361,7 +373,7 @@ def fit_shard(
             label_kind=None
             if labels.size == 0
             else ("numbers" if labels.dtype.kind in "biuf" else "strings"),
-            settings=", ".join(f"{k}={params[k]!r}" for k in _SHARED_PARAMS),
+            settings=", ".join(f"{k}={_canonical(params[k])}" for k in _SHARED_PARAMS),
         )
     except Exception as exc:  # any failure here is reported to every rank, not left to hang
         local = exc
@@ -371,6 +383,13 @@ def fit_shard(
     _require_equal([s.dtype for s in shards], "the dtype of X")
     _require_equal([s.feature_names for s in shards], "the feature names")
     _require_equal([s.label_kind for s in shards], "the type of the labels y", skip_none=True)
+    largest, n_rows = max(s.max_abs for s in shards), sum(s.n_rows for s in shards)
+    if largest * max(n_rows, 1) * 16.0 > float(np.finfo(np.float64).max):  # as on one process
+        raise ValueError(
+            f"the feature scale is too large: max |X| = {largest:.3g} over all ranks, and sums "
+            f"over their {n_rows} samples would overflow float64; rescale the features (e.g. "
+            "divide X by a power of ten)"
+        )
     labelled = [s.labels for s in shards if s.labels.size] or [shards[0].labels]
     classes = np.unique(np.concatenate(labelled))  # the union, sorted
     if classes.shape[0] < 2:
