@@ -129,6 +129,10 @@ def _fit_worker(rank: int, world_size: int) -> dict:
         clf = _estimator(params, True)
         clf.fit(X[rows].astype(dtype), y[rows], sample_weight=weights[rows] if weighted else None)
         results[name] = (clf.coef_, clf.intercept_, clf.n_iter_, clf.classes_)
+    # warm start (what a resumed run does): from the λ = 2 model to the λ = 1 optimum
+    clf = _estimator({"l2": 2.0}, True).fit(X[rows], y[rows], sample_weight=weights[rows])
+    clf.set_params(l2=1.0, warm_start=True).fit(X[rows], y[rows], sample_weight=weights[rows])
+    results["warm start"] = (clf.coef_, clf.intercept_, clf.n_iter_)
     point = np.random.default_rng(1).standard_normal((N_CLASSES, X.shape[1] + 1))
     objective = DistributedObjective(
         X[rows], y[rows], N_CLASSES, l2=1.5, sample_weight=weights[rows], n_threads=1
@@ -169,6 +173,11 @@ def test_fit_equals_single_process(tmp_path, world_size):
             s = (len(y) / (N_CLASSES * counts))[y]
         total, ref_total = _l_total(coef, intercept, X, y, s), _l_total(*_model(ref), X, y, s)
         assert abs(total - ref_total) <= loss_rtol * abs(ref_total), (name, total, ref_total)
+    coef, intercept, n_iter = ranks[0]["warm start"]
+    assert all(r["warm start"][0].tobytes() == coef.tobytes() for r in ranks)
+    ref = _estimator({}, False).fit(X, y, sample_weight=weights)
+    assert np.max(np.abs(coef - ref.coef_)) <= 1e-6 * np.max(np.abs(ref.coef_))
+    assert 0 < n_iter < ref.n_iter_, (n_iter, ref.n_iter_)
     # the objective of the shards is the objective of all rows, the penalty counted once
     point = np.random.default_rng(1).standard_normal((N_CLASSES, X.shape[1] + 1))
     full = LinearSoftmaxObjective(X, y, N_CLASSES, l2=1.5, sample_weight=weights, n_threads=1)
