@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.special
+import torch.multiprocessing as mp
 
 from crossent import SoftmaxClassifier
+from crossent._stats import feature_scales
 from crossent.objective import LinearSoftmaxObjective
-
-torch = pytest.importorskip("torch")
-mp = pytest.importorskip("torch.multiprocessing")
 
 TIMEOUT_S = 120  # per spawned job, start-up included (importing torch on a busy machine)
 N_CLASSES = 4
@@ -94,35 +93,54 @@ def _shard_rows(y: np.ndarray, world_size: int) -> list[np.ndarray]:
     return [first, *np.split(rest, cuts)]
 
 
-# name -> (estimator parameters, with sample weights, coef rtol). Gradient descent stops
-# when a step lowers F by less than rounding, about 1e-5 (relative) from the optimum in W
-# here: a mere permutation of the rows moves its single-process fit by 1e-5 too.
+# name -> (estimator parameters, with sample weights, X's dtype, coef rtol, L_total rtol),
+# against the single-process float64 fit at tol 1e-10. Gradient descent stops when a step
+# lowers F by less than rounding, about 1e-5 (relative) from the optimum in W here: a mere
+# permutation of the rows moves its single-process fit by 1e-5 too. Likewise float32 fits
+# stop by rounding, 1.8e-4 from the float64 optimum on one process (4e-5 on permuted rows).
 CASES = {
-    "lbfgs-weights": ({"solver": "lbfgs"}, True, 1e-6),
-    "gd": ({"solver": "gd"}, False, 1e-4),
-    "lbfgs-balanced": ({"solver": "lbfgs", "class_weight": "balanced"}, False, 1e-6),
+    "lbfgs-weights": ({"solver": "lbfgs"}, True, np.float64, 1e-6, 1e-10),
+    "gd": ({"solver": "gd"}, False, np.float64, 1e-4, 1e-10),
+    "lbfgs-balanced": ({"class_weight": "balanced"}, False, np.float64, 1e-6, 1e-10),
+    "lbfgs-float32": ({"solver": "lbfgs"}, True, np.float32, 1e-3, 1e-7),
 }
 
 
 def _estimator(params: dict, distributed: bool) -> SoftmaxClassifier:
-    return SoftmaxClassifier(l2=1.0, tol=1e-10, n_jobs=1, distributed=distributed, **params)
+    params = {"l2": 1.0, "tol": 1e-10, "n_jobs": 1, "distributed": distributed, **params}
+    return SoftmaxClassifier(**params)
+
+
+def _offset(X: np.ndarray) -> np.ndarray:
+    """X with a feature of mean 1e9 and spread 1: one-pass moments would lose all digits."""
+    shifted = X.copy()
+    shifted[:, 0] += 1e9
+    return shifted
 
 
 def _fit_worker(rank: int, world_size: int) -> dict:
-    from crossent.distributed import DistributedObjective
+    from crossent._stats import feature_scales
+    from crossent.distributed import DistributedObjective, allreduce
 
     X, y, weights = _data()
     rows = _shard_rows(y, world_size)[rank]
     results = {}
-    for name, (params, weighted, _) in CASES.items():
+    for name, (params, weighted, dtype, _, _) in CASES.items():
         clf = _estimator(params, True)
-        clf.fit(X[rows], y[rows], sample_weight=weights[rows] if weighted else None)
+        clf.fit(X[rows].astype(dtype), y[rows], sample_weight=weights[rows] if weighted else None)
         results[name] = (clf.coef_, clf.intercept_, clf.n_iter_, clf.classes_)
+    # warm start (what a resumed run does): from the λ = 2 model to the λ = 1 optimum
+    clf = _estimator({"l2": 2.0}, True).fit(X[rows], y[rows], sample_weight=weights[rows])
+    clf.set_params(l2=1.0, warm_start=True).fit(X[rows], y[rows], sample_weight=weights[rows])
+    results["warm start"] = (clf.coef_, clf.intercept_, clf.n_iter_)
     point = np.random.default_rng(1).standard_normal((N_CLASSES, X.shape[1] + 1))
     objective = DistributedObjective(
         X[rows], y[rows], N_CLASSES, l2=1.5, sample_weight=weights[rows], n_threads=1
     )
     results["objective"] = objective.loss_gradient(point[:, :-1], point[:, -1])
+    results["scales"] = feature_scales(
+        _offset(X)[rows], weights[rows], ridge=0.01, allreduce=lambda v, op: allreduce(v, op)
+    )
     return results
 
 
@@ -137,14 +155,15 @@ def _l_total(coef, intercept, X, y, weights, l2=1.0) -> float:
 def test_fit_equals_single_process(tmp_path, world_size):
     ranks = _spawn(tmp_path, world_size, _fit_worker)
     X, y, weights = _data()
-    for name, (params, weighted, rtol) in CASES.items():
+    for name, (params, weighted, _, rtol, loss_rtol) in CASES.items():
         coef, intercept, n_iter, classes = ranks[0][name]
         for r, other in enumerate(ranks[1:], start=1):  # bitwise equal on every rank
             assert other[name][0].tobytes() == coef.tobytes(), f"{name}: rank {r} coef_ differs"
             assert other[name][1].tobytes() == intercept.tobytes(), f"{name}: rank {r} b differs"
             assert other[name][2] == n_iter
         np.testing.assert_array_equal(classes, np.arange(N_CLASSES))
-        ref = _estimator(params, False).fit(X, y, sample_weight=weights if weighted else None)
+        sample_weight = weights if weighted else None
+        ref = _estimator(params, False).fit(X, y, sample_weight=sample_weight)
         scale = np.max(np.abs(ref.coef_))
         assert np.max(np.abs(coef - ref.coef_)) <= rtol * scale, name
         assert np.max(np.abs(intercept - ref.intercept_)) <= rtol * scale, name
@@ -153,7 +172,12 @@ def test_fit_equals_single_process(tmp_path, world_size):
             counts = np.bincount(y)
             s = (len(y) / (N_CLASSES * counts))[y]
         total, ref_total = _l_total(coef, intercept, X, y, s), _l_total(*_model(ref), X, y, s)
-        assert abs(total - ref_total) <= 1e-10 * abs(ref_total), (name, total, ref_total)
+        assert abs(total - ref_total) <= loss_rtol * abs(ref_total), (name, total, ref_total)
+    coef, intercept, n_iter = ranks[0]["warm start"]
+    assert all(r["warm start"][0].tobytes() == coef.tobytes() for r in ranks)
+    ref = _estimator({}, False).fit(X, y, sample_weight=weights)
+    assert np.max(np.abs(coef - ref.coef_)) <= 1e-6 * np.max(np.abs(ref.coef_))
+    assert 0 < n_iter < ref.n_iter_, (n_iter, ref.n_iter_)
     # the objective of the shards is the objective of all rows, the penalty counted once
     point = np.random.default_rng(1).standard_normal((N_CLASSES, X.shape[1] + 1))
     full = LinearSoftmaxObjective(X, y, N_CLASSES, l2=1.5, sample_weight=weights, n_threads=1)
@@ -164,6 +188,12 @@ def test_fit_equals_single_process(tmp_path, world_size):
         np.testing.assert_allclose(grad_coef, expected[1], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(grad_intercept, expected[2], rtol=1e-10, atol=1e-12)
         assert grad_coef.tobytes() == ranks[0]["objective"][1].tobytes()
+    # the preconditioner's statistics of the shards are those of all rows
+    mean, scale, total = feature_scales(_offset(X), weights, ridge=0.01)
+    for r, rank in enumerate(ranks):
+        np.testing.assert_allclose(rank["scales"][0], mean, rtol=1e-14, err_msg=f"rank {r}")
+        np.testing.assert_allclose(rank["scales"][1], scale, rtol=1e-10, err_msg=f"rank {r}")
+        np.testing.assert_allclose(rank["scales"][2], total, rtol=1e-14)
 
 
 def _model(clf):
@@ -193,19 +223,24 @@ def _fault_worker(rank: int, world_size: int) -> dict:
         ),
         "final check": lambda: check_same_model(np.full((2, 2), float(rank)), np.zeros(2)),
         "minibatch": lambda: _fit(X, y, solver="adam"),
+        "no rows": lambda: _fit(X[:0] if on_rank1 else X, y[:0] if on_rank1 else y),
+        "no rows anywhere": lambda: _fit(X[:0], y[:0]),
+        # 1.4e304 · 16 · rows: within float64 on each rank (<= 750 rows), beyond on all 900
+        "feature scale": lambda: _fit(X / np.max(np.abs(X)) * 1.4e304, y),
     }
     got = {}
     for name, case in cases.items():
         try:
-            case()
-            got[name] = None
+            got[name] = ("ok", case())
         except Exception as exc:
             got[name] = (type(exc).__name__, str(exc))
     return got
 
 
 def _fit(X, y, **params):
-    SoftmaxClassifier(**{"n_jobs": 1, "distributed": True, **params}).fit(X, y)
+    clf = SoftmaxClassifier(**{"n_jobs": 1, "distributed": True, "tol": 1e-10, **params})
+    clf.fit(X, y)
+    return clf.coef_, clf.intercept_
 
 
 FAULTS = {  # case -> (exception type, words the message must hold)
@@ -218,6 +253,8 @@ FAULTS = {  # case -> (exception type, words the message must hold)
     "lockstep": ("RuntimeError", ["lockstep", "rank(s) 0", "rank(s) 1"]),
     "final check": ("RuntimeError", ["different coefficients"]),
     "minibatch": ("ValueError", ["full-batch solver", "'adam'"]),
+    "no rows anywhere": ("ValueError", ["at least 2 classes", "no rows"]),
+    "feature scale": ("ValueError", ["feature scale is too large", "over all ranks", "900"]),
 }
 
 
@@ -230,6 +267,17 @@ def test_faults_give_one_clear_error_on_every_rank(tmp_path):
         assert errors[0][0] == kind, (name, errors[0])
         for word in words:
             assert word in errors[0][1], (name, word, errors[0][1])
+    # a rank without rows takes part, adding nothing: the model of rank 0's rows
+    X, y, _ = _data()
+    rows = _shard_rows(y, 2)[0]
+    ref = SoftmaxClassifier(n_jobs=1, tol=1e-10).fit(X[rows], y[rows])
+    for r, rank in enumerate(ranks):
+        status, (coef, intercept) = rank["no rows"]
+        assert status == "ok", (r, rank["no rows"])
+        assert coef.tobytes() == ranks[0]["no rows"][1][0].tobytes()
+        scale = np.max(np.abs(ref.coef_))
+        assert np.max(np.abs(coef - ref.coef_)) <= 1e-6 * scale
+        assert np.max(np.abs(intercept - ref.intercept_)) <= 1e-6 * scale
 
 
 # ------------------------------------------------------------------ one process

@@ -409,9 +409,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """``sample_weight`` times the class weights, float64 ``(n_samples,)``.
 
         ``class_counts`` (a distributed fit): the rows per class over all ranks, which
-        ``class_weight="balanced"`` then uses; the caller checks the total over all ranks.
+        ``class_weight="balanced"`` then uses; the caller has checked ``sample_weight`` (a
+        float64 array: a shard may have no rows, or only zero weights) and checks the total
+        over all ranks.
         """
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if class_counts is None:
+            weights = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+        else:
+            weights = np.asarray(sample_weight, dtype=np.float64)
         if class_counts is not None and self.class_weight == "balanced":
             per_class = class_counts.sum() / (len(classes) * class_counts)
             return weights * per_class[np.searchsorted(classes, y)]

@@ -147,18 +147,25 @@ def agree(local: Any, group: Any = None, what: str = "its shard") -> list[Any]:
     return [value for _, value in gathered]
 
 
-def _by_rank(values: list[Any]) -> str:
+def _by_rank(values: list[Any], ranks: list[int] | None = None) -> str:
     """``"5 on rank(s) 0, 2; 4 on rank(s) 1"``: which ranks hold which value."""
     groups: dict[str, list[int]] = {}
-    for r, value in enumerate(values):
+    for r, value in zip(range(len(values)) if ranks is None else ranks, values, strict=True):
         groups.setdefault(str(value), []).append(r)
     return "; ".join(f"{v} on rank(s) {', '.join(map(str, rs))}" for v, rs in groups.items())
 
 
-def _require_equal(values: list[Any], what: str) -> None:
-    """Raise :class:`ShardError` (identically on every rank) unless all ``values`` agree."""
-    if any(str(v) != str(values[0]) for v in values):
-        raise ShardError(f"distributed fit: the ranks disagree on {what}: {_by_rank(values)}")
+def _require_equal(values: list[Any], what: str, skip_none: bool = False) -> None:
+    """Raise :class:`ShardError` (identically on every rank) unless all ``values`` agree.
+
+    With ``skip_none``, the ranks whose value is None are left out of the comparison.
+    """
+    ranks = [r for r, v in enumerate(values) if not (skip_none and v is None)]
+    compared = [values[r] for r in ranks]
+    if any(str(v) != str(compared[0]) for v in compared):
+        raise ShardError(
+            f"distributed fit: the ranks disagree on {what}: {_by_rank(compared, ranks)}"
+        )
 
 
 def _fingerprint(coef: np.ndarray, intercept: np.ndarray | None) -> int:
@@ -281,13 +288,22 @@ def check_same_model(coef: np.ndarray, intercept: np.ndarray, group: Any = None)
 class _Shard:
     """What the ranks compare before fitting: their shards' shapes, labels and settings."""
 
+    n_rows: int
+    max_abs: float  # max |x| of the shard
     n_features: int
     dtype: str
     feature_names: tuple[str, ...] | None
     labels: np.ndarray  # (k,) the distinct labels of this shard, sorted
     counts: np.ndarray  # (k,) rows per label
-    label_kind: str  # "numbers" or "strings"
+    label_kind: str | None  # "numbers" or "strings"; None for a shard without rows
     settings: str  # the estimator's parameters that must be equal everywhere
+
+
+def _canonical(value: Any) -> str:
+    """``repr(value)``, a dict's items sorted: equal settings give equal strings."""
+    if isinstance(value, dict):
+        return repr(sorted(value.items(), key=repr))
+    return repr(value)
 
 
 _SHARED_PARAMS = ("l2", "fit_intercept", "solver", "max_iter", "tol", "class_weight", "warm_start")
@@ -303,12 +319,30 @@ def fit_shard(
     and the class counts reduced over the ranks, the objective all-reduced at every
     evaluation, and the final model compared across the ranks. Every rank ends with the
     same ``coef_`` and ``intercept_``, bit for bit.
+
+    Examples
+    --------
+    One rank here; under ``torchrun`` each of the ranks runs the same lines on its rows.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import torch.distributed as dist
+    >>> from crossent import SoftmaxClassifier
+    >>> store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
+    >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> clf = SoftmaxClassifier(distributed=True).fit(X, y)  # this rank's rows
+    >>> clf.predict(X)
+    array([0, 0, 1, 1])
+    >>> dist.destroy_process_group()
     """
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import _check_sample_weight, validate_data
+    from sklearn.utils.validation import validate_data
 
+    from crossent._stats import max_abs
     from crossent._threads import single_threaded_blas
     from crossent.classifier import _check_feature_scale
+    from crossent.objective import _check_sample_weight as _check_weights
     from crossent.solvers import FULL_BATCH, SOLVERS, Preconditioner, Problem
 
     if estimator.solver not in FULL_BATCH:
@@ -319,35 +353,50 @@ def fit_shard(
     _dist()
     local: Any
     try:
-        X, y = validate_data(estimator, X, y, dtype=[np.float64, np.float32], order="C")
+        X, y = validate_data(
+            estimator, X, y, dtype=[np.float64, np.float32], order="C", ensure_min_samples=0
+        )  # a rank may have no rows
         _check_feature_scale(X)
         check_classification_targets(y)
-        _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        sample_weight = _check_weights(sample_weight, X.shape[0])  # (n,) float64
         labels, counts = np.unique(y, return_counts=True)
         names = getattr(estimator, "feature_names_in_", None)
         params = estimator.get_params()
         local = _Shard(
+            n_rows=X.shape[0],
+            max_abs=max_abs(X),
             n_features=X.shape[1],
             dtype=str(X.dtype),
             feature_names=None if names is None else tuple(map(str, names)),
             labels=labels,
             counts=counts,
-            label_kind="numbers" if labels.dtype.kind in "biuf" else "strings",
-            settings=", ".join(f"{k}={params[k]!r}" for k in _SHARED_PARAMS),
+            label_kind=None
+            if labels.size == 0
+            else ("numbers" if labels.dtype.kind in "biuf" else "strings"),
+            settings=", ".join(f"{k}={_canonical(params[k])}" for k in _SHARED_PARAMS),
         )
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # any failure here is reported to every rank, not left to hang
         local = exc
     shards: list[_Shard] = agree(local, group, "its shard (X, y, sample_weight)")
     _require_equal([s.settings for s in shards], "the estimator's parameters")
     _require_equal([s.n_features for s in shards], "the number of features (columns of X)")
     _require_equal([s.dtype for s in shards], "the dtype of X")
     _require_equal([s.feature_names for s in shards], "the feature names")
-    _require_equal([s.label_kind for s in shards], "the type of the labels y")
-    classes = np.unique(np.concatenate([s.labels for s in shards]))  # the union, sorted
+    _require_equal([s.label_kind for s in shards], "the type of the labels y", skip_none=True)
+    largest, n_rows = max(s.max_abs for s in shards), sum(s.n_rows for s in shards)
+    if largest * max(n_rows, 1) * 16.0 > float(np.finfo(np.float64).max):  # as on one process
+        raise ValueError(
+            f"the feature scale is too large: max |X| = {largest:.3g} over all ranks, and sums "
+            f"over their {n_rows} samples would overflow float64; rescale the features (e.g. "
+            "divide X by a power of ten)"
+        )
+    labelled = [s.labels for s in shards if s.labels.size] or [shards[0].labels]
+    classes = np.unique(np.concatenate(labelled))  # the union, sorted
     if classes.shape[0] < 2:
+        found = f"only one class: {classes[0].item()!r}" if classes.size else "no rows"
         raise ValueError(
             "SoftmaxClassifier needs samples of at least 2 classes in the data, but the "
-            f"shards of all ranks contain only one class: {classes[0].item()!r}"
+            f"shards of all ranks together contain {found}"
         )
     rows_per_class = np.zeros(classes.shape[0])  # (C,) rows per class over all ranks
     for shard in shards:
