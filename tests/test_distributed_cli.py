@@ -244,3 +244,33 @@ def test_test_size_0_in_one_process_trains_on_every_row(blobs, tmp_path, capsys)
     status, text = single([*args, "--out", tmp_path / "text"])
     assert status == 0 and "(--test-size 0: every sample trains)" in text
     assert "(no test rows)" in text and "per class (train)" in text
+
+
+def test_a_one_rank_group_reduces_and_turns_lockstep_faults_into_one_line(monkeypatch):
+    """In this process: torchrun's environment for one rank, then the crossent.distributed
+    fault that ranks left lockstep, which the command reports as one line."""
+    import signal
+    import socket
+
+    import torch.distributed as dist
+
+    from crossent._cli._common import CommandError
+    from crossent._cli._distributed import process_group
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(CommandError, match=r"^rank 0: distributed fit: the ranks left"):
+            with process_group(5) as group:
+                assert (group.rank, group.world, group.writer) == (0, 1, True)
+                np.testing.assert_array_equal(group.allreduce(np.array([1.5, -2.0])), [1.5, -2.0])
+                assert group.agree("shard") == ["shard"]
+                raise RuntimeError("distributed fit: the ranks left lockstep")
+    finally:  # the command leaves the group by exiting; a test process must leave it here
+        dist.destroy_process_group()
+        signal.signal(signal.SIGTERM, previous)

@@ -269,6 +269,8 @@ def process_group(timeout: float) -> Iterator[Group]:
         group.stopping()
         if isinstance(exc, RuntimeError) and is_communication_fault(exc):
             raise group.lost(exc) from None
+        if isinstance(exc, RuntimeError) and str(exc).startswith("distributed fit:"):
+            raise CommandError(f"rank {rank}: {exc}") from None  # ranks out of lockstep
         raise
     group.stop()
     dist.destroy_process_group()
