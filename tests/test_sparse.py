@@ -1,0 +1,225 @@
+"""Sparse features: the objective, the preconditioner and the classifier on SciPy CSR input.
+
+References: the same objective on the densified matrix (small problems only), central
+finite differences, the preconditioner's statistics by NumPy on the dense form, and
+scikit-learn's ``LogisticRegression(C=1/λ, solver="newton-cg", tol=1e-10)`` on the same
+sparse matrix (see ``tests/test_classifier.py`` for why newton-cg, and how two classes map).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.sparse import _sparsetools
+
+from crossent._stats import feature_moments, max_abs
+from crossent.objective import LinearSoftmaxObjective
+from crossent.solvers import Preconditioner
+
+pytestmark = pytest.mark.usefixtures("single_blas_thread")
+
+TIGHT = {"tol": 1e-10, "max_iter": 10_000}
+MATCH_RTOL = 1e-5  # relative to max |coef|, as in tests/test_classifier.py
+FD_RTOL = 1e-7
+
+
+def sparse_problem(n, d, n_classes, *, density=0.1, seed=0, weighted=False, fmt="csr"):
+    """Random sparse ``X`` (scale-varied columns), ``y``, ``W``, ``b`` and weights ``s``."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=density, format="csr", random_state=seed)
+    X = sp.csr_matrix(X @ sp.diags(np.geomspace(0.1, 10.0, d)))  # (n, d) columns of varied scale
+    y = rng.integers(0, n_classes, size=n)
+    W = 0.5 * rng.standard_normal((n_classes, d))
+    b = rng.standard_normal(n_classes)
+    s = rng.uniform(0.1, 3.0, size=n) if weighted else None
+    return X.asformat(fmt), y, W, b, s
+
+
+def rel_err(actual, desired):
+    return float(np.max(np.abs(actual - desired)) / max(np.max(np.abs(desired)), 1e-300))
+
+
+class _SparseProductSpy:
+    """Records the float dtypes SciPy's sparse × dense kernels compute in."""
+
+    NAMES = ("csr_matvecs", "csc_matvecs", "csr_matvec", "csc_matvec")
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[str, tuple[np.dtype, ...]]] = []
+        for name in self.NAMES:
+            monkeypatch.setattr(_sparsetools, name, self._wrap(name, getattr(_sparsetools, name)))
+
+    def _wrap(self, name, original):
+        def spy(*args):
+            floats = tuple(
+                a.dtype for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f"
+            )
+            self.calls.append((name, floats))
+            return original(*args)
+
+        return spy
+
+
+# ------------------------------------------------------------------ the objective
+
+
+@pytest.mark.parametrize(
+    ("shape", "fit_intercept", "weighted", "chunk_rows", "n_threads"),
+    [
+        (shape, fit_intercept, weighted, chunk_rows, n_threads)
+        for shape, fit_intercept, weighted, (chunk_rows, n_threads) in itertools.product(
+            [(47, 31, 13), (1, 5, 3), (120, 7, 2), (200, 123, 5)],
+            [True, False],
+            [False, True],
+            [(None, 1), (10, 1), (10, 2), (None, 3)],
+        )
+    ],
+)
+def test_objective_on_csr_equals_the_dense_objective(
+    shape, fit_intercept, weighted, chunk_rows, n_threads
+):
+    X, y, W, b, s = sparse_problem(*shape, seed=sum(shape), weighted=weighted)
+    intercept = b if fit_intercept else None
+    kwargs = {"l2": 0.7, "sample_weight": s, "fit_intercept": fit_intercept}
+    sparse = LinearSoftmaxObjective(
+        X, y, shape[2], chunk_rows=chunk_rows, n_threads=n_threads, **kwargs
+    )
+    dense = LinearSoftmaxObjective(X.toarray(), y, shape[2], **kwargs)
+    loss, grad_W, grad_b = sparse.loss_gradient(W, intercept)
+    loss_d, grad_W_d, grad_b_d = dense.loss_gradient(W, intercept)
+    assert abs(loss - loss_d) <= 1e-12 * abs(loss_d)
+    assert rel_err(grad_W, grad_W_d) <= 1e-12, "∂L/∂W on CSR differs from the dense one"
+    np.testing.assert_allclose(grad_b, grad_b_d, rtol=1e-12, atol=1e-12)
+    assert grad_W.shape == W.shape and grad_W.dtype == np.float64
+
+
+@pytest.mark.parametrize("fmt", ["csc", "coo", "csr_array", "csc_array"])
+def test_other_sparse_formats_are_converted_to_csr_once(fmt):
+    X, y, W, b, _ = sparse_problem(40, 9, 3, seed=3)
+    other = sp.csr_array(X).asformat(fmt[:3]) if fmt.endswith("_array") else X.asformat(fmt)
+    objective = LinearSoftmaxObjective(other, y, 3, l2=1.0)
+    assert objective.X.format == "csr"
+    reference = LinearSoftmaxObjective(X.toarray(), y, 3, l2=1.0).loss_gradient(W, b)
+    for got, want in zip(objective.loss_gradient(W, b), reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize(("fit_intercept", "weighted"), [(True, True), (False, False)])
+def test_gradient_on_csr_matches_central_differences(fit_intercept, weighted):
+    X, y, W, b, s = sparse_problem(30, 8, 4, seed=5, weighted=weighted)
+    objective = LinearSoftmaxObjective(
+        X, y, 4, l2=0.3, sample_weight=s, fit_intercept=fit_intercept, chunk_rows=7
+    )
+    intercept = b if fit_intercept else None
+    _, grad_W, grad_b = objective.loss_gradient(W, intercept)
+    step = 1e-5
+    numeric_W = np.empty_like(W)
+    for index in np.ndindex(W.shape):
+        up, down = W.copy(), W.copy()
+        up[index] += step
+        down[index] -= step
+        numeric_W[index] = (
+            objective.loss_gradient(up, intercept)[0] - objective.loss_gradient(down, intercept)[0]
+        ) / (2 * step)
+    assert rel_err(grad_W, numeric_W) <= FD_RTOL
+    if fit_intercept:
+        numeric_b = np.array(
+            [
+                (
+                    objective.loss_gradient(W, b + step * e)[0]
+                    - objective.loss_gradient(W, b - step * e)[0]
+                )
+                / (2 * step)
+                for e in np.eye(4)
+            ]
+        )
+        assert rel_err(grad_b, numeric_b) <= FD_RTOL
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_products_run_in_the_data_dtype(monkeypatch, dtype):
+    X, y, W, b, s = sparse_problem(47, 31, 13, seed=6, weighted=True)
+    objective = LinearSoftmaxObjective(
+        X.astype(dtype), y, 13, l2=0.5, sample_weight=s, chunk_rows=10
+    )
+    spy = _SparseProductSpy(monkeypatch)
+    loss, grad_W, grad_b = objective.loss_gradient(W, b)
+    names = [name for name, _ in spy.calls]
+    assert names == ["csr_matvecs", "csc_matvecs"] * 5, f"expected two products per chunk: {names}"
+    for name, dtypes in spy.calls:
+        assert dtypes and all(dt == dtype for dt in dtypes), f"{name} computed in {dtypes}"
+    assert isinstance(loss, float) and grad_W.dtype == grad_b.dtype == np.float64
+
+
+def test_float32_csr_agrees_with_float64():
+    X, y, W, b, s = sparse_problem(500, 31, 13, seed=7, weighted=True)
+    kwargs = {"l2": 0.5, "sample_weight": s, "chunk_rows": 64}
+    loss32, grad32, _ = LinearSoftmaxObjective(X.astype(np.float32), y, 13, **kwargs).loss_gradient(
+        W, b
+    )
+    loss64, grad64, _ = LinearSoftmaxObjective(X, y, 13, **kwargs).loss_gradient(W, b)
+    assert abs(loss32 - loss64) <= 1e-5 * abs(loss64)
+    assert rel_err(grad32, grad64) <= 1e-5
+
+
+def test_sparse_chunks_are_sized_by_non_zeros_not_by_columns():
+    """130107 columns would give the dense rule 64-row chunks; a sparse chunk holds ≥ 8 d
+    non-zeros (so its (d, C) gradient product is amortised) but ≤ 64 MiB of scores."""
+    n, d = 2000, 130_107
+    rng = np.random.default_rng(0)
+    nnz_per_row = 100
+    indptr = np.arange(n + 1) * nnz_per_row
+    indices = rng.integers(0, d, n * nnz_per_row)
+    X = sp.csr_matrix((np.ones(n * nnz_per_row), indices, indptr), shape=(n, d))
+    objective = LinearSoftmaxObjective(X, rng.integers(0, 20, n), 20, l2=1.0)
+    assert objective.chunk_rows * nnz_per_row >= 8 * d
+    assert objective.chunk_rows * 20 * 8 <= 64 * 2**20
+    wide = sp.csr_matrix((10, 10**9))  # no non-zeros: the memory bound decides
+    chunk_rows = LinearSoftmaxObjective(wide, np.zeros(10, int), 1000, l2=1.0).chunk_rows
+    assert 32 * 2**20 <= chunk_rows * 1000 * 8 <= 64 * 2**20
+
+
+def test_sparse_X_of_other_dtypes_is_refused():
+    X = sp.random(10, 4, density=0.5, format="csr", random_state=0).astype(np.int64)
+    with pytest.raises(TypeError, match="X must be a 2-D float32 or float64 sparse matrix"):
+        LinearSoftmaxObjective(X, np.zeros(10, int), 2, l2=1.0)
+
+
+# ------------------------------------------------------------------ the statistics
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_sparse_feature_moments_equal_the_dense_ones(center):
+    X, _, _, _, s = sparse_problem(300, 57, 3, seed=8, weighted=True)
+    X = X.copy()
+    X.data += 1e9 * (X.indices % 2)  # columns with a mean far from 0 test the closed form
+    mean, spread, total = feature_moments(X, s, center=center)
+    mean_d, spread_d, total_d = feature_moments(X.toarray(), s, center=center)
+    np.testing.assert_allclose(mean, mean_d, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(spread, spread_d, rtol=1e-12, atol=1e-300)
+    assert total == total_d
+    X_dense = X.toarray()
+    mu = (s @ X_dense) / s.sum() if center else 0.0
+    np.testing.assert_allclose(spread, s @ (X_dense - mu) ** 2 / s.sum(), rtol=1e-9)
+
+
+def test_sparse_moments_sum_duplicate_entries_without_changing_X():
+    data, indices, indptr = np.array([1.0, 2.0, 5.0]), np.array([0, 0, 1]), np.array([0, 2, 3])
+    X = sp.csr_matrix((data, indices, indptr), shape=(2, 2))  # row 0 stores column 0 twice
+    mean, spread, _ = feature_moments(X)
+    np.testing.assert_allclose(mean, [1.5, 2.5])
+    np.testing.assert_allclose(spread, [2.25, 6.25])
+    assert X.nnz == 3  # the caller's matrix keeps its duplicates
+    assert max_abs(X) == 5.0
+
+
+def test_sparse_preconditioner_equals_the_dense_one():
+    X, _, _, _, s = sparse_problem(200, 40, 3, seed=9, weighted=True)
+    for center in (True, False):
+        sparse = Preconditioner.from_data(X, s, center=center, l2=0.5)
+        dense = Preconditioner.from_data(X.toarray(), s, center=center, l2=0.5)
+        np.testing.assert_allclose(sparse.center, dense.center, rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(sparse.scale, dense.scale, rtol=1e-13)
