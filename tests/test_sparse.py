@@ -9,12 +9,17 @@ sparse matrix (see ``tests/test_classifier.py`` for why newton-cg, and how two c
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy.sparse import _sparsetools
+from sklearn.linear_model import LogisticRegression
 
+from crossent import SoftmaxClassifier
 from crossent._stats import feature_moments, max_abs
 from crossent.objective import LinearSoftmaxObjective
 from crossent.solvers import Preconditioner
@@ -223,3 +228,186 @@ def test_sparse_preconditioner_equals_the_dense_one():
         dense = Preconditioner.from_data(X.toarray(), s, center=center, l2=0.5)
         np.testing.assert_allclose(sparse.center, dense.center, rtol=1e-13, atol=1e-300)
         np.testing.assert_allclose(sparse.scale, dense.scale, rtol=1e-13)
+
+
+# ------------------------------------------------------------------ the classifier
+
+
+def _text_like(n=300, d=40, n_classes=4, density=0.2, seed=0):
+    """Sparse non-negative features, labels from a noisy linear model on them."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=density, format="csr", random_state=seed)
+    X = sp.csr_matrix(X @ sp.diags(np.geomspace(0.2, 5.0, d)))  # (n, d)
+    scores = X @ rng.standard_normal((d, n_classes)) + rng.gumbel(size=(n, n_classes))
+    return X, np.argmax(scores, axis=1)
+
+
+def _centred(intercept):
+    return intercept - intercept.mean()
+
+
+# id: (data kwargs, λ, fit_intercept, sample weight seed or None)
+SKLEARN_CASES = {
+    "tall": ({}, 1.0, True, None),
+    "tall-no-intercept": ({}, 1.0, False, None),
+    "tall-sample-weight": ({}, 0.5, True, 1),
+    "wide": ({"n": 150, "d": 400, "density": 0.05, "n_classes": 3, "seed": 2}, 0.1, True, None),
+    "wide-no-intercept-weighted": (
+        {"n": 150, "d": 400, "density": 0.05, "n_classes": 3, "seed": 3},
+        0.1,
+        False,
+        4,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SKLEARN_CASES))
+def test_sparse_fit_matches_sklearn_logistic_regression(case):
+    data, l2, fit_intercept, weight_seed = SKLEARN_CASES[case]
+    X, y = _text_like(**data)
+    weights = None
+    if weight_seed is not None:
+        weights = np.random.default_rng(weight_seed).uniform(0.1, 3.0, len(y))
+    ours = SoftmaxClassifier(l2=l2, fit_intercept=fit_intercept, **TIGHT)
+    ours.fit(X, y, sample_weight=weights)
+    ref = LogisticRegression(C=1.0 / l2, solver="newton-cg", fit_intercept=fit_intercept, **TIGHT)
+    ref.fit(X, y, sample_weight=weights)
+    scale = np.abs(ref.coef_).max()
+    coef_err = np.abs(ours.coef_ - ref.coef_).max() / scale
+    assert coef_err <= MATCH_RTOL, f"{case}: coef_ differs from sklearn's by {coef_err:.2e}"
+    intercept_err = np.abs(_centred(ours.intercept_) - _centred(ref.intercept_)).max() / scale
+    assert intercept_err <= MATCH_RTOL, f"{case}: intercept_ differs by {intercept_err:.2e}"
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+
+
+def test_sparse_binary_matches_sklearn_with_twice_the_C():
+    """Two classes: W = (w₀, w₁) with w₀ = −w₁, sklearn's single row w₁ − w₀ at C = 2/λ."""
+    X, y = _text_like(n=200, d=30, n_classes=2, seed=5)
+    ours = SoftmaxClassifier(l2=1.0, **TIGHT).fit(X, y)
+    ref = LogisticRegression(C=2.0, solver="newton-cg", **TIGHT).fit(X, y)
+    np.testing.assert_allclose(ours.coef_[0], -ours.coef_[1], rtol=1e-8, atol=1e-10)
+    scale = np.abs(ref.coef_).max()
+    assert np.abs(ours.coef_[1] - ours.coef_[0] - ref.coef_[0]).max() <= MATCH_RTOL * scale
+    np.testing.assert_allclose(ours.decision_function(X), ref.decision_function(X), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("fit_intercept", "class_weight"), [(True, None), (False, None), (True, "balanced")]
+)
+def test_sparse_and_dense_input_give_the_same_model(fit_intercept, class_weight):
+    """L-BFGS (whose stop is the gradient test at this tol; gd stops on no decrease beyond
+    rounding first, near max|∂F| ~ 1e-6) reaches the same model from both inputs."""
+    X, y = _text_like(seed=6)
+    weights = np.random.default_rng(6).uniform(0.1, 3.0, len(y))
+    params = {"fit_intercept": fit_intercept, "class_weight": class_weight, "tol": 1e-11}
+    sparse = SoftmaxClassifier(max_iter=10_000, **params).fit(X, y, sample_weight=weights)
+    dense = SoftmaxClassifier(max_iter=10_000, **params).fit(X.toarray(), y, sample_weight=weights)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "csr_array", "csc_array", "coo"])
+def test_every_method_accepts_sparse_input(fmt):
+    X, y = _text_like(seed=7)
+    other = sp.csr_array(X).asformat(fmt[:3]) if fmt.endswith("_array") else X.asformat(fmt)
+    dense = SoftmaxClassifier().fit(X.toarray(), y)
+    model = SoftmaxClassifier().fit(other, y)
+    np.testing.assert_allclose(model.coef_, dense.coef_, atol=1e-6)
+    for method in ("predict_proba", "predict_log_proba", "decision_function"):
+        got = getattr(dense, method)(other)
+        np.testing.assert_allclose(got, getattr(dense, method)(X.toarray()), rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(dense.predict(other), dense.predict(X.toarray()))
+
+
+def test_partial_fit_on_sparse_batches_equals_dense_batches():
+    X, y = _text_like(seed=8)
+    sparse = SoftmaxClassifier(random_state=0)
+    dense = SoftmaxClassifier(random_state=0)
+    for rows in np.array_split(np.arange(len(y)), 3):
+        sparse.partial_fit(X[rows], y[rows], classes=np.unique(y))
+        dense.partial_fit(X[rows].toarray(), y[rows], classes=np.unique(y))
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_minibatch_solvers_with_early_stopping_on_sparse_input(solver):
+    X, y = _text_like(seed=9)
+    params = {"solver": solver, "max_iter": 20, "early_stopping": True, "random_state": 0}
+    sparse = SoftmaxClassifier(**params).fit(X, y)
+    dense = SoftmaxClassifier(**params).fit(X.toarray(), y)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_float32_csr_fit_keeps_float32_products(monkeypatch):
+    X, y = _text_like(seed=10)
+    spy = _SparseProductSpy(monkeypatch)
+    model32 = SoftmaxClassifier(tol=1e-8).fit(X.astype(np.float32), y)
+    products = [dtypes for name, dtypes in spy.calls if name.endswith("matvecs")]
+    assert products and all(dt == np.float32 for dtypes in products for dt in dtypes)
+    model64 = SoftmaxClassifier(tol=1e-8).fit(X, y)
+    # as tests/test_classifier.py compares float32 and float64 fits
+    assert np.abs(model32.coef_ - model64.coef_).max() <= 1e-2 * np.abs(model64.coef_).max()
+    objective = LinearSoftmaxObjective(X, y, 4, l2=1.0)
+    best = objective.loss_gradient(model64.coef_, model64.intercept_)[0]
+    reached = objective.loss_gradient(model32.coef_, model32.intercept_)[0]
+    assert 0.0 <= (reached - best) / best <= 1e-6
+    assert model32.predict_proba(X.astype(np.float32)).dtype == np.float32
+
+
+# ------------------------------------------------------------------ no dense copy of X
+
+
+def test_fit_and_predict_never_densify_X(monkeypatch):
+    """A spy on every way SciPy densifies: none is called while fitting or predicting."""
+    densified = []
+
+    def refuse(name):
+        def spy(self, *args, **kwargs):
+            densified.append(name)
+            raise AssertionError(f"X was densified by {name}")
+
+        return spy
+
+    for owner in (sp._base._spbase, sp._compressed._cs_matrix, sp._coo._coo_base):
+        for name in ("toarray", "todense", "__array__"):
+            if name in vars(owner):
+                monkeypatch.setattr(owner, name, refuse(f"{owner.__name__}.{name}"))
+    X, y = _text_like(seed=11)
+    for solver in ("lbfgs", "gd", "adam"):
+        model = SoftmaxClassifier(solver=solver, max_iter=30).fit(X, y)
+        model.partial_fit(X, y)
+        model.predict_proba(X.tocsc())
+    assert densified == []
+
+
+_MEMORY_SCRIPT = """
+import tracemalloc, warnings
+import numpy as np, scipy.sparse as sp
+from crossent import SoftmaxClassifier
+n, d, nnz = 40_000, 20_000, 80_000  # density 1e-4; dense float64: 6.4 GB
+rng = np.random.default_rng(0)
+X = sp.csr_matrix((rng.random(nnz), (rng.integers(0, n, nnz), rng.integers(0, d, nnz))), (n, d))
+y = np.argmax(X @ rng.standard_normal((d, 3)) * 30 + rng.gumbel(size=(n, 3)), axis=1)
+tracemalloc.start()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    model = SoftmaxClassifier(max_iter=20, tol=1e-10).fit(X, y)
+    model.predict_proba(X)
+print(model.n_iter_, tracemalloc.get_traced_memory()[1])
+"""
+
+
+def test_fitting_a_matrix_of_6_gb_dense_allocates_little():
+    """40000 × 20000 float64 at density 1e-4 would take 6.4 GB dense (over 4 GiB); the fit
+    and a prediction, in a fresh process, allocate under 64 MiB at their peak."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_MEMORY_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    n_iter, peak = map(int, done.stdout.split()[-2:])
+    assert n_iter >= 5, f"the fit stopped after {n_iter} iterations: nothing was tested"
+    assert peak < 64 * 2**20, f"the fit allocated {peak / 2**20:.0f} MiB at its peak"
