@@ -18,6 +18,7 @@ from crossent import SoftmaxClassifier
 from crossent._stats import feature_moments, feature_scales
 from crossent.objective import LinearSoftmaxObjective
 from crossent.solvers import FULL_BATCH, MINIBATCH, SOLVERS, Preconditioner, Problem
+from crossent.solvers._lbfgs import default_memory
 
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
@@ -462,3 +463,10 @@ def test_subsets_partitioning_the_rows_average_to_F():
         total_grad += share * batch_grad
     np.testing.assert_allclose(total_value, value, rtol=1e-12)
     np.testing.assert_allclose(total_grad, grad, rtol=1e-10, atol=1e-13)
+
+
+def test_lbfgs_keeps_fewer_correction_pairs_only_for_large_models():
+    assert default_memory(8_000) == 20  # every dense benchmark and test: unchanged
+    assert default_memory(838_000) == 20
+    assert 10 <= default_memory(1_500_000) < 20
+    assert default_memory(20 * 130_107 + 20) == 10  # the 20-newsgroups shape: 416 MB of pairs
