@@ -412,3 +412,47 @@ def test_fitting_a_matrix_of_6_gb_dense_allocates_little():
     n_iter, peak = map(int, done.stdout.split()[-2:])
     assert n_iter >= 5, f"the fit stopped after {n_iter} iterations: nothing was tested"
     assert peak < 64 * 2**20, f"the fit allocated {peak / 2**20:.0f} MiB at its peak"
+
+
+# ------------------------------------------------------------------ hostile sparse input
+
+
+@pytest.mark.parametrize(
+    ("value", "match"), [(np.nan, "Input X contains NaN"), (np.inf, "infinity")]
+)
+def test_non_finite_stored_values_are_refused_in_one_line(value, match):
+    X, y = _text_like(seed=12)
+    X = X.copy()
+    X.data[3] = value
+    with pytest.raises(ValueError, match=match):
+        SoftmaxClassifier().fit(X, y)
+    model = SoftmaxClassifier().fit(_text_like(seed=12)[0], y)
+    with pytest.raises(ValueError, match=match):
+        model.predict(X)
+
+
+def test_integer_sparse_X_is_fitted_as_float64():
+    X, y = _text_like(seed=13)
+    counts = sp.csr_matrix(np.rint(X.toarray() * 3).astype(np.int64))
+    model = SoftmaxClassifier(**TIGHT).fit(counts, y)
+    dense = SoftmaxClassifier(**TIGHT).fit(counts.toarray().astype(np.float64), y)
+    np.testing.assert_allclose(model.coef_, dense.coef_, rtol=0, atol=1e-8)
+
+
+def test_sparse_X_with_the_wrong_number_of_features_is_refused():
+    X, y = _text_like(seed=14)
+    model = SoftmaxClassifier().fit(X, y)
+    with pytest.raises(
+        ValueError, match="X has 39 features, but SoftmaxClassifier is expecting 40"
+    ):
+        model.predict_proba(X[:, :39])
+
+
+def test_sparse_features_too_large_for_float64_sums_are_refused():
+    X, y = _text_like(seed=15)
+    X = X.copy()
+    X.data *= 1e306
+    with pytest.raises(
+        ValueError, match=r"the feature scale is too large: max \|X\| = [0-9.]+e\+306, and sums"
+    ):
+        SoftmaxClassifier().fit(X, y)
