@@ -404,6 +404,14 @@ def test_preconditioner_from_data_matches_numpy(center):
     np.testing.assert_allclose(precond32.center, precond.center, rtol=1e-6, atol=1e-6)
 
 
+def test_penalty_weight_multiplies_the_ridge_of_the_scales():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((60, 4)) * np.array([1.0, 0.01, 5.0, 0.0])
+    spread = np.var(X, axis=0)
+    precond = Preconditioner.from_data(X, None, center=True, l2=0.3, penalty_weight=4.0)
+    np.testing.assert_allclose(precond.scale, np.sqrt(spread + 4 * 0.3 / 60), rtol=1e-10)
+
+
 def test_constant_feature_without_penalty_keeps_a_unit_scale():
     X = np.column_stack([np.full(20, 3.0), np.arange(20.0)])
     precond = Preconditioner.from_data(X, None, center=True, l2=0.0)
