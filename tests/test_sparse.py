@@ -228,6 +228,7 @@ def test_sparse_preconditioner_equals_the_dense_one():
         dense = Preconditioner.from_data(X.toarray(), s, center=center, l2=0.5)
         np.testing.assert_allclose(sparse.center, dense.center, rtol=1e-13, atol=1e-300)
         np.testing.assert_allclose(sparse.scale, dense.scale, rtol=1e-13)
+        assert (sparse.order, dense.order) == ("F", "C")  # Wᵀ for sparse products, no copy
 
 
 # ------------------------------------------------------------------ the classifier

@@ -140,14 +140,19 @@ class LinearSoftmaxObjective:
         for _, block_coef, block_intercept in parts[1:]:
             grad_coef += block_coef
             grad_intercept += block_intercept
-        if sparse:  # the one transpose of the sum: (d, C) -> C-contiguous (C, d)
-            grad_coef = np.ascontiguousarray(grad_coef.T)
         if self._grad_scale != 1.0:
             grad_coef /= self._grad_scale
             grad_intercept /= self._grad_scale
         coef64 = np.asarray(coef, dtype=np.float64)
-        loss = data_loss + 0.5 * self.l2 * float(np.dot(coef64.ravel(), coef64.ravel()))
-        grad_coef += self.l2 * coef64  # grad_intercept stays 0 without an intercept
+        loss = data_loss + 0.5 * self.l2 * float(
+            np.dot(coef64.ravel(order="K"), coef64.ravel(order="K"))
+        )
+        if sparse:  # λW + the (d, C) sum read transposed: one pass, C-contiguous (C, d)
+            penalty_grad = self.l2 * coef64
+            penalty_grad += grad_coef.T
+            grad_coef = penalty_grad
+        else:
+            grad_coef += self.l2 * coef64  # grad_intercept stays 0 without an intercept
         return loss, grad_coef, grad_intercept
 
     def _pass(
@@ -166,8 +171,7 @@ class LinearSoftmaxObjective:
         buf_rows = max(0, min(self.chunk_rows, rows.stop - rows.start))
         scores_buf = np.empty((buf_rows, n_classes), dtype=dtype)  # (rows, C) scores
         chunk_grad = np.empty((0, 0) if sparse else (n_classes, n_features), dtype=dtype)
-        grad_shape = (n_features, n_classes) if sparse else (n_classes, n_features)
-        grad_coef = np.zeros(grad_shape, dtype=np.float64)  # sparse: (d, C), else (C, d)
+        grad_coef = None if sparse else np.zeros((n_classes, n_features), dtype=np.float64)
         grad_intercept = np.zeros(n_classes, dtype=np.float64)
         loss = 0.0
         for start in range(rows.start, rows.stop, self.chunk_rows):
@@ -187,13 +191,19 @@ class LinearSoftmaxObjective:
                 self._grad_scale,
                 first_row=start,
             )
-            if sparse:  # (d, C) = X_cᵀ G, sparse × dense
-                grad_coef += X_chunk.T @ scores
+            if sparse:  # (d, C) = X_cᵀ G, sparse × dense; the first one becomes the sum
+                product = X_chunk.T @ scores
+                if grad_coef is None:
+                    grad_coef = product.astype(np.float64, copy=False)
+                else:
+                    grad_coef += product
             else:
                 np.matmul(scores.T, X_chunk, out=chunk_grad)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
                 grad_coef += chunk_grad
             if self.fit_intercept:  # within a chunk in the data's dtype, as the product is
                 grad_intercept += scores.sum(axis=0)
+        if grad_coef is None:  # a sparse block without rows
+            grad_coef = np.zeros((n_features, n_classes), dtype=np.float64)  # (d, C)
         return loss, grad_coef, grad_intercept
 
 
