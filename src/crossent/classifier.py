@@ -231,13 +231,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         held_out = None
         if self.early_stopping and self.solver in MINIBATCH:
             X, y_index, weights, held_out = self._split_validation(X, y_index, weights, rng)
-        precond = Preconditioner.from_data(
-            X,
-            weights,
-            center=self.fit_intercept,
-            l2=float(self.l2),
-            penalty_weight=1.0 if self.solver in MINIBATCH else 4.0,
-        )
+        precond = Preconditioner.from_data(X, weights, center=self.fit_intercept, l2=float(self.l2))
         objective = self._objective(X, y_index, weights)
         problem = Problem(objective, precond, float(weights.sum()))
         validation = None
