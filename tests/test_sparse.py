@@ -457,3 +457,17 @@ def test_sparse_features_too_large_for_float64_sums_are_refused():
         ValueError, match=r"the feature scale is too large: max \|X\| = [0-9.]+e\+306, and sums"
     ):
         SoftmaxClassifier().fit(X, y)
+
+
+def test_partial_fit_may_mix_sparse_and_dense_batches():
+    """The first batch fixes the preconditioner's layout ("F" for sparse); later dense
+    batches are read through it and give the model of an all-dense run."""
+    X, y = _text_like(seed=16)
+    mixed = SoftmaxClassifier(random_state=0)
+    dense = SoftmaxClassifier(random_state=0)
+    for k, rows in enumerate(np.array_split(np.arange(len(y)), 4)):
+        batch = X[rows] if k % 2 == 0 else X[rows].toarray()
+        mixed.partial_fit(batch, y[rows], classes=np.unique(y))
+        dense.partial_fit(X[rows].toarray(), y[rows], classes=np.unique(y))
+    np.testing.assert_allclose(mixed.coef_, dense.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mixed.intercept_, dense.intercept_, rtol=1e-9, atol=1e-12)
