@@ -42,7 +42,7 @@ __all__ = ["LinearSoftmaxObjective", "loss_gradient"]
 _CHUNK_BYTES = 2 * 1024 * 1024  # X rows + score rows of one chunk: about an L2 cache
 _SPARSE_SCORES_BYTES = 64 * 1024 * 1024  # the most score rows one sparse chunk may hold
 # A sparse multiply-add costs about 8 dense ones (scattered reads): 2.1e7 of them took
-# 16 ms on one core (11314 × 130107 CSR, 20 classes), a dense product of that many 2 ms.
+# 16-21 ms on one core (11314 × 130107 CSR, 20 classes), a dense product of as many 1.5 ms.
 _SPARSE_WORK = 8.0
 
 
