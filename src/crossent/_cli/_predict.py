@@ -55,9 +55,11 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
                 per_class={k: metrics[k] for k in ("precision", "recall", "support")},
                 coef=model.preprocessing.raw_coef(model.classifier.coef_)
                 if model.image_shape
-                else None,
+                else model.classifier.coef_,
                 image_shape=model.image_shape,
                 pred_entropy=prediction_entropy(log_proba),
+                feature_names=model.metadata.get("feature_names"),
+                first_feature_number=model.metadata.get("index_base") or 0,
             )
     except BaseException:
         out.discard()

@@ -5,14 +5,17 @@ from __future__ import annotations
 import gzip
 import math
 import re
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 GZIP_MAGIC = b"\x1f\x8b"
 _INT_LABEL = re.compile(r"[+-]?\d+")
@@ -103,7 +106,7 @@ class Dataset:
     @property
     def sparse(self) -> bool:
         """Whether ``X`` is a CSR matrix."""
-        return sp.issparse(self.X)
+        return is_sparse(self.X)
 
     @property
     def n_features(self) -> int:
@@ -134,9 +137,16 @@ class Dataset:
         return f"{first}\n{len(classes)} classes: {shown}"
 
 
+def is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a SciPy sparse matrix or array, without importing SciPy (if SciPy
+    is not imported yet, nothing is one; ``crossent --help`` stays light)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and bool(sparse.issparse(X))
+
+
 def _validate(ds: Dataset) -> None:
     X, name = ds.X, ds.name
-    if sp.issparse(X):
+    if is_sparse(X):
         _validate_sparse(X, name)
     elif not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f":
         what = f"shape {X.shape}, dtype {X.dtype}" if isinstance(X, np.ndarray) else type(X)

@@ -13,10 +13,12 @@ import bz2
 import gzip
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 from ._dataset import DataError, Dataset, reading
 
@@ -123,6 +125,7 @@ def load_svmlight(
         The columns wanted (a model's): a file with fewer is padded with zero columns, an
         index beyond them is refused naming its line.
     """
+    import scipy.sparse as sp
     from sklearn.datasets import load_svmlight_file
 
     with reading(name):
@@ -158,6 +161,8 @@ def _fit_columns(
     X: sp.csr_matrix, path: Path, name: str, first: int, n_features: int | None
 ) -> sp.csr_matrix:
     """``X`` with ``n_features`` columns: padded with zeros, or an index beyond refused."""
+    import scipy.sparse as sp
+
     if n_features is None:
         return X
     if X.shape[1] > n_features and X.nnz and X.indices.max() >= n_features:
