@@ -75,8 +75,9 @@ def _matrix(raw: dict[str, np.ndarray], name: str) -> sp.csr_matrix:
     text = fmt.item() if fmt.shape == () and fmt.dtype.kind in "SU" else None
     text = text.decode("ascii", "replace") if isinstance(text, bytes) else text
     if text not in ("csr", "csc"):
+        shown = text if text is not None else f"array {fmt!r}"
         raise DataError(
-            f"{name}: sparse format {text if text is not None else fmt!r} is not supported; "
+            f"{name}: sparse format {shown} is not supported; "
             "save a CSR or CSC matrix (scipy.sparse.save_npz(file, X.tocsr()))"
         )
     shape = raw["shape"]
