@@ -60,9 +60,9 @@ def load_sparse_npz(
     if labels_array is not None and len(labels_array) != X.shape[0]:
         raise DataError(f"{name}: {X.shape[0]} rows but {len(labels_array)} labels (in {source})")
     feature_names = None if names is None else _feature_names(names, name, X.shape[1])
-    if n_features is not None:
+    if n_features is not None and n_features != X.shape[1]:
         X = _fit_columns(X, name, n_features)
-        feature_names = None
+        feature_names = None  # padded columns have no names
     return Dataset(X, labels_array, name, feature_names=feature_names)
 
 
