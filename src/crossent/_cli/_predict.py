@@ -78,7 +78,14 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         lines = [
             f"model     {model.path}: {n_classes} classes, {model.n_features} features",
-            data_line(data.name, data.n_samples, data.n_features, data.image_shape, n_classes),
+            data_line(
+                data.name,
+                data.n_samples,
+                data.n_features,
+                data.image_shape,
+                n_classes,
+                getattr(data.X, "nnz", None),
+            ),
             "",
             f"accuracy  {metrics['accuracy']:.4f}",
             "",

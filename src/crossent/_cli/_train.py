@@ -522,7 +522,14 @@ def _print_text(
         ]
     test = result.test
     lines = [
-        data_line(data.name, data.n_samples, data.n_features, data.image_shape, len(classes)),
+        data_line(
+            data.name,
+            data.n_samples,
+            data.n_features,
+            data.image_shape,
+            len(classes),
+            getattr(data.X, "nnz", None),
+        ),
         f"split     {len(split.y_train)} train / {len(split.y_test)} test "
         f"(stratified, test size {args.test_size:g}, seed {args.seed})",
         f"model     {args.solver}, l2 = {args.l2:g}, {standardized}; {status} iterations, "
