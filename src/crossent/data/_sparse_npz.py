@@ -117,13 +117,20 @@ def _matrix(raw: dict[str, np.ndarray], name: str) -> sp.csr_matrix:
             f"{name}: array 'indices' holds {bad}, outside 0 to {minor - 1} "
             f"(the {'columns' if text == 'csr' else 'rows'} that 'shape' claims)"
         )
-    values = as_float(data)
-    parts = (values, indices.astype(np.int64), indptr.astype(np.int64))
-    matrix = sp.csr_matrix(parts, shape=(n_rows, n_cols)) if text == "csr" else None
+    values = data if data.dtype in (np.float32, np.float64) else as_float(data)
+    parts = (values, _index_array(indices), _index_array(indptr))
+    matrix = sp.csr_matrix(parts, shape=(n_rows, n_cols), copy=False) if text == "csr" else None
     if matrix is None:
         matrix = sp.csc_matrix(parts, shape=(n_rows, n_cols)).tocsr()
     matrix.sum_duplicates()  # sorted, unique indices (duplicates add, as scipy does)
     return matrix
+
+
+def _index_array(arr: np.ndarray) -> np.ndarray:
+    """int32 or int64 indices as they are (no copy); other integer types as int64."""
+    if arr.dtype in (np.int32, np.int64) and arr.dtype.isnative:
+        return arr
+    return arr.astype(np.int64)
 
 
 def _fit_columns(X: sp.csr_matrix, name: str, n_features: int) -> sp.csr_matrix:
@@ -137,7 +144,8 @@ def _fit_columns(X: sp.csr_matrix, name: str, n_features: int) -> sp.csr_matrix:
             f"{name}: row {row} has a value in column {int(X.indices[k])} (0-based), beyond "
             f"the model's {n_features} features"
         )
-    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], n_features))
+    shape = (X.shape[0], n_features)
+    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
 
 
 def _feature_names(names: np.ndarray, name: str, n_cols: int) -> list[str]:

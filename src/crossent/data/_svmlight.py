@@ -148,10 +148,10 @@ def load_svmlight(
                 [("zero_based", "True")],
             )
         first = 0 if zero_based or (zero_based is None and has_zero) else 1
-        if first == 1:  # (n, max index) one-based: index i is column i - 1
-            X = sp.csr_matrix(
-                (X.data, X.indices - 1, X.indptr), shape=(X.shape[0], max(X.shape[1] - 1, 1))
-            )
+        if first == 1:  # (n, max index) one-based: index i is column i - 1, shifted in place
+            X.indices -= 1
+            shape = (X.shape[0], max(X.shape[1] - 1, 1))
+            X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
         X = _fit_columns(X, path, name, first, n_features)
         _check_values(X, y, path, name, first)
     return Dataset(X, y.astype(np.int64), name, first_index=first)  # (n,) integral labels
@@ -174,7 +174,8 @@ def _fit_columns(
             f"{name}: line {line}: feature index {index} is beyond the model's "
             f"{n_features} features (indices {first} to {n_features - 1 + first})"
         )
-    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], n_features))
+    shape = (X.shape[0], n_features)
+    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
 
 
 def _check_values(X: sp.csr_matrix, y: np.ndarray, path: Path, name: str, first: int) -> None:
