@@ -9,6 +9,7 @@ unchanged. The model files are written here by hand with
 
 from __future__ import annotations
 
+import gzip
 import io
 import zipfile
 from pathlib import Path
@@ -248,3 +249,25 @@ def test_weights_beyond_memory_refused_before_allocating(
     data = write(tmp_path / "wide.svm", "1 1:1\n2 2:1\n1 100000000:1\n2 3:1\n")
     named = [data, "100000000 features × 2 classes", "1.5 GiB per weight matrix"]
     expect_refusal(train(tmp_path, data), names=named, folder=tmp_path)
+
+
+def test_truncated_gzipped_svmlight(tmp_path: Path) -> None:
+    whole = gzip.compress(b"1 1:1\n2 2:1\n" * 50)
+    path = tmp_path / "cut.svm.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    argv = train(tmp_path, str(path))
+    expect_refusal(argv, names=[str(path), "corrupted or truncated gzip"], folder=tmp_path)
+
+
+@pytest.mark.parametrize("option", ["--labels", "--label-column"])
+def test_options_that_do_not_apply_to_svmlight(tmp_path: Path, option: str) -> None:
+    data = write(tmp_path / "d.svm", "1 1:1\n2 2:1\n")
+    argv = train(tmp_path, data, option, "y")
+    expect_refusal(argv, names=[data, option, "does not apply to an svmlight file"])
+
+
+def test_binary_svmlight_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bin.svm"
+    path.write_bytes(b"1 1:1\n\xff\xfe 1:1\n")
+    argv = train(tmp_path, str(path))
+    expect_refusal(argv, names=[str(path), "line 2", "is not a number"], folder=tmp_path)
