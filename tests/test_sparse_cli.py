@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import safetensors.numpy
 import scipy.sparse as sp
+from safetensors import safe_open
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
@@ -191,10 +193,12 @@ def test_sparse_and_dense_files_train_the_same_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("older", [False, True], ids=["checkpoint", "older-checkpoint"])
 def test_json_summary_and_resume_on_svmlight(
-    svm_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    svm_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, older: bool
 ) -> None:
-    """A checkpointed run on sparse data resumes (the fingerprint hashes the CSR arrays)."""
+    """A checkpointed run on sparse data resumes (the fingerprint hashes the CSR arrays),
+    also from a checkpoint written before ``--zero-based`` existed (no such option)."""
     _, data, _ = svm_run
     out = tmp_path / "run"
     real = _train._Monitor.__call__
@@ -209,7 +213,16 @@ def test_json_summary_and_resume_on_svmlight(
         patch.setattr(_train._Monitor, "__call__", stop)
         argv = ["train", "--data", str(data), "--out", str(out), "--checkpoint-every", "1"]
         code, _, _ = run_cli([*argv, "--quiet", "--tol", "0"])
-    assert code == 130 and (out / "checkpoint.safetensors").exists()
+    checkpoint = out / "checkpoint.safetensors"
+    assert code == 130 and checkpoint.exists()
+    if older:
+        with safe_open(str(checkpoint), framework="np") as f:
+            header = dict(f.metadata())
+        document = json.loads(header["crossent"])
+        del document["options"]["zero_based"]
+        header["crossent"] = json.dumps(document)
+        tensors = safetensors.numpy.load_file(str(checkpoint))
+        checkpoint.write_bytes(safetensors.numpy.save(tensors, metadata=header))
     summary = json.loads(cli("train", "--resume", "--out", str(out), "--json", "--max-iter", "6"))
     assert summary["n_iter"] == 6 and summary["resumed_from_iteration"] == 3
     assert summary["standardize"] is False and summary["n_features"] == N_COLS
