@@ -358,6 +358,7 @@ def test_float32_csr_fit_keeps_float32_products(monkeypatch):
 # ------------------------------------------------------------------ no dense copy of X
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fit_and_predict_never_densify_X(monkeypatch):
     """A spy on every way SciPy densifies: none is called while fitting or predicting."""
     densified = []

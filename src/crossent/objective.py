@@ -28,7 +28,7 @@ its non-zeros, not by ``d``: see :func:`_sparse_chunk_rows`.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -140,6 +140,8 @@ class LinearSoftmaxObjective:
         for _, block_coef, block_intercept in parts[1:]:
             grad_coef += block_coef
             grad_intercept += block_intercept
+        if sparse:  # the one transpose of the sum: (d, C) -> C-contiguous (C, d)
+            grad_coef = np.ascontiguousarray(grad_coef.T)
         if self._grad_scale != 1.0:
             grad_coef /= self._grad_scale
             grad_intercept /= self._grad_scale
@@ -155,7 +157,8 @@ class LinearSoftmaxObjective:
 
         The gradient sums come back multiplied by ``self._grad_scale`` (1 unless the
         features are so large that a chunk's product would overflow the data's dtype).
-        Dense and sparse ``X`` differ only in the two products.
+        Dense and sparse ``X`` differ only in the two products; for sparse ``X`` the
+        gradient sum comes back as its ``(d, C)`` transpose, the layout of ``X_cᵀ G``.
         """
         n_classes, n_features = weights.shape
         dtype = self.X.dtype
@@ -163,13 +166,13 @@ class LinearSoftmaxObjective:
         buf_rows = max(0, min(self.chunk_rows, rows.stop - rows.start))
         scores_buf = np.empty((buf_rows, n_classes), dtype=dtype)  # (rows, C) scores
         chunk_grad = np.empty((0, 0) if sparse else (n_classes, n_features), dtype=dtype)
-        order: Literal["C", "F"] = "F" if sparse else "C"  # sparse: as its (d, C) transpose
-        grad_coef = np.zeros((n_classes, n_features), dtype=np.float64, order=order)
+        grad_shape = (n_features, n_classes) if sparse else (n_classes, n_features)
+        grad_coef = np.zeros(grad_shape, dtype=np.float64)  # sparse: (d, C), else (C, d)
         grad_intercept = np.zeros(n_classes, dtype=np.float64)
         loss = 0.0
         for start in range(rows.start, rows.stop, self.chunk_rows):
             stop = min(start + self.chunk_rows, rows.stop)
-            X_chunk = self.X[start:stop]
+            X_chunk = _csr_rows(self.X, start, stop) if sparse else self.X[start:stop]
             scores = scores_buf[: stop - start]
             if sparse:
                 scores[...] = X_chunk @ weights.T  # (rows, C), sparse × dense
@@ -184,8 +187,8 @@ class LinearSoftmaxObjective:
                 self._grad_scale,
                 first_row=start,
             )
-            if sparse:  # (d, C) = X_cᵀ G, sparse × dense, into the transposed accumulator
-                grad_coef.T[...] += X_chunk.T @ scores
+            if sparse:  # (d, C) = X_cᵀ G, sparse × dense
+                grad_coef += X_chunk.T @ scores
             else:
                 np.matmul(scores.T, X_chunk, out=chunk_grad)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
                 grad_coef += chunk_grad
@@ -270,6 +273,14 @@ def _check_X(X: Any) -> Any:
     if X.dtype not in (np.float32, np.float64) or X.ndim != 2:
         raise TypeError(f"X must be a 2-D float32 or float64 array, got {X.dtype} {X.shape}")
     return np.ascontiguousarray(X)
+
+
+def _csr_rows(X: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a CSR ``X`` as a CSR view of its arrays (slicing copies them)."""
+    low, high = int(X.indptr[start]), int(X.indptr[stop])
+    indptr = X.indptr[start : stop + 1] - low  # (rows + 1,)
+    parts = (X.data[low:high], X.indices[low:high], indptr)
+    return type(X)(parts, shape=(stop - start, X.shape[1]), copy=False)
 
 
 def _sparse_chunk_rows(X: Any, n_classes: int) -> int:
