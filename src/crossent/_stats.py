@@ -12,6 +12,7 @@ copied whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,10 @@ import scipy.sparse as sp
 __all__ = ["feature_moments", "feature_scales", "max_abs"]
 
 _CHUNK_ROWS = 1024
+
+# allreduce(values, op) -> the float64 array reduced over all processes, op "sum" or "max";
+# given to the functions below, each process passes its own rows and all get the global result
+AllReduce = Callable[[np.ndarray, str], np.ndarray]
 
 
 def max_abs(X: Any, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
@@ -38,37 +43,60 @@ def max_abs(X: Any, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
 
 
 def _scaled_moments(
-    X: np.ndarray, sample_weight: np.ndarray | None, center: bool, chunk_rows: int
+    X: np.ndarray,
+    sample_weight: np.ndarray | None,
+    center: bool,
+    chunk_rows: int,
+    allreduce: AllReduce | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """``(μ / u, v / u², u, S)`` with ``u`` a power of two per column, ``max |x| / u < 2``."""
+    """``(μ / u, v / u², u, S)`` with ``u`` a power of two per column, ``max |x| / u < 2``.
+
+    With ``allreduce``, ``X`` is one shard of the rows: the total, the largest ``|x|``, the
+    weighted sums and then the squared deviations from the global mean are each reduced
+    over all shards (four all-reduces, the last two the two passes), so every process gets
+    the statistics of all the rows.
+    """
     n, d = X.shape
     s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     total = float(s.sum())
+    if allreduce is not None:
+        total = float(allreduce(np.array([total]), "sum")[0])
     mean, spread, unit = np.zeros(d), np.zeros(d), np.ones(d)
     if not total > 0:
         return mean, spread, unit, total
     if sp.issparse(X):
-        return (*_sparse_scaled_moments(X, s, center), total)
+        return (*_sparse_scaled_moments(X, s, center, total, allreduce), total)
     chunks = [slice(start, start + chunk_rows) for start in range(0, n, chunk_rows)]
     largest = np.zeros(d)
     for rows in chunks:
         np.fmax(largest, np.abs(np.asarray(X[rows], dtype=np.float64)).max(axis=0), out=largest)
+    if allreduce is not None:
+        largest = allreduce(largest, "max")
     finite = np.isfinite(largest) & (largest > 0)
     exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
     unit = np.where(finite, np.ldexp(1.0, exponent), 1.0)
     if center:
         for rows in chunks:
             mean += s[rows] @ (np.asarray(X[rows], dtype=np.float64) / unit)
+        if allreduce is not None:
+            mean = allreduce(mean, "sum")
         mean /= total
     for rows in chunks:
         deviations = np.asarray(X[rows], dtype=np.float64) / unit - mean  # (rows, d), |.| < 4
         spread += s[rows] @ (deviations * deviations)
+    if allreduce is not None:
+        spread = allreduce(spread, "sum")
     spread /= total
     return mean, spread, unit, total
 
 
 def _sparse_scaled_moments(
-    X: Any, s: np.ndarray, center: bool, chunk_nnz: int = 1 << 20
+    X: Any,
+    s: np.ndarray,
+    center: bool,
+    total: float,
+    allreduce: AllReduce | None = None,
+    chunk_nnz: int = 1 << 20,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_scaled_moments` of a SciPy sparse ``X`` from its stored values alone.
 
@@ -77,14 +105,15 @@ def _sparse_scaled_moments(
     ``v_j = (Σ_nz s (x − μ_j)² + μ_j² (S − S_j)) / S``, the implicit zeros' deviations
     ``−μ_j`` counted in closed form (deviations are formed, never ``E[x²] − μ²``). Float64
     temporaries are of the size of one chunk of about ``chunk_nnz`` stored values; ``X`` is
-    never densified (duplicate entries are summed first, on a copy).
+    never densified (duplicate entries are summed first, on a copy). ``total`` is ``S``
+    over all shards; with ``allreduce`` the largest ``|x|``, the sums and ``S_j``, then the
+    squared deviations are reduced over all shards, as for dense ``X``.
     """
     X = X.tocsr()
     if not X.has_canonical_format:  # duplicates would count one x as two
         X = X.copy()
         X.sum_duplicates()
     n, d = X.shape
-    total = float(s.sum())
     nnz_per_row = max(X.nnz / max(n, 1), 1.0)
     step = max(1, int(chunk_nnz / nnz_per_row))
     chunks = []
@@ -96,6 +125,8 @@ def _sparse_scaled_moments(
     largest = np.zeros(d)
     for columns, data, _ in chunks:
         np.fmax.at(largest, columns, np.abs(data.astype(np.float64)))
+    if allreduce is not None:
+        largest = allreduce(largest, "max")
     finite = np.isfinite(largest) & (largest > 0)
     exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
     unit = np.where(finite, np.ldexp(1.0, exponent), 1.0)
@@ -105,10 +136,14 @@ def _sparse_scaled_moments(
         if center:
             scaled = data.astype(np.float64) / unit[columns]  # (nnz_c,)
             mean += np.bincount(columns, weights=row_weight * scaled, minlength=d)
+    if allreduce is not None:
+        mean, stored_weight = allreduce(np.concatenate([mean, stored_weight]), "sum").reshape(2, d)
     mean /= total
     for columns, data, row_weight in chunks:
         deviations = data.astype(np.float64) / unit[columns] - mean[columns]  # (nnz_c,)
         spread += np.bincount(columns, weights=row_weight * deviations**2, minlength=d)
+    if allreduce is not None:
+        spread = allreduce(spread, "sum")
     spread += mean * mean * np.maximum(total - stored_weight, 0.0)
     spread /= total
     return mean, spread, unit
@@ -168,6 +203,7 @@ def feature_scales(
     center: bool = True,
     ridge: float = 0.0,
     chunk_rows: int = _CHUNK_ROWS,
+    allreduce: AllReduce | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Weighted means and standard deviations ``sqrt(v + ridge)`` of the columns of ``X``.
 
@@ -175,6 +211,8 @@ def feature_scales(
     square without centring), which is finite for every finite ``X``: features of scale
     1e200 have ``v = 1e400`` but a standard deviation of about 1e200. Where ``v`` is in
     range the result is ``np.sqrt(v + ridge)`` of :func:`feature_moments`' ``v``, bit for bit.
+    With ``allreduce`` (see :data:`AllReduce`), ``X`` and ``sample_weight`` are one process's
+    rows and the results are those of all processes' rows together.
 
     Examples
     --------
@@ -182,5 +220,5 @@ def feature_scales(
     >>> float(mean[0]), float(std[0])
     (1e+200, 2e+200)
     """
-    mean, spread, unit, total = _scaled_moments(X, sample_weight, center, chunk_rows)
+    mean, spread, unit, total = _scaled_moments(X, sample_weight, center, chunk_rows, allreduce)
     return mean * unit, np.sqrt(spread + ridge / unit / unit) * unit, total

@@ -107,6 +107,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``callback(progress)`` after each iteration (epoch), with a :class:`Progress`
         (iteration, loss = ``L_total``, grad_max, coef, intercept); returning True stops
         training (the model of that iteration is kept, with a ConvergenceWarning).
+    distributed : bool, default False
+        Fit one model on the rows of all processes of the initialised ``torch.distributed``
+        default process group (as ``torchrun`` starts them): each process calls ``fit`` with
+        its own rows and all end with the same model, bit for bit, the model of all rows
+        together (see :mod:`crossent.distributed`). Full-batch solvers only; the callback
+        and ``verbose`` run on every rank.
 
     Attributes
     ----------
@@ -120,6 +126,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     loss_curve_ : list of float
         ``L_total`` after each iteration (the mean batch objective times ``Σ s`` for the
         minibatch solvers).
+    allreduce_seconds_ : float
+        Only after a distributed fit: this rank's time in the objective's all-reduces.
 
     Examples
     --------
@@ -150,6 +158,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "callback": [callable, None],
+        "distributed": ["boolean"],
     }
 
     def __init__(
@@ -171,6 +180,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         callback: Any = None,
+        distributed: bool = False,
     ) -> None:
         self.l2 = l2
         self.fit_intercept = fit_intercept
@@ -188,6 +198,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.callback = callback
+        self.distributed = distributed
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -214,6 +225,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._check_params()
+        if self.distributed:  # this process's rows: the model of all processes' rows
+            from crossent.distributed import fit_shard
+
+            return fit_shard(self, X, y, sample_weight)
+        self.__dict__.pop("allreduce_seconds_", None)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C")
         _check_feature_scale(X)
         check_classification_targets(y)
@@ -279,6 +295,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        if self.distributed:
+            raise ValueError(
+                "partial_fit is not distributed (it runs the minibatch solvers): use fit "
+                "with solver='lbfgs' or 'gd' and distributed=True"
+            )
         first = not hasattr(self, "classes_")
         resuming_fit = not first and not hasattr(self, "_solver_state")  # after fit()
         if first:
@@ -395,8 +416,23 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         check_n_threads(self.n_jobs, "n_jobs")
 
-    def _sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    def _sample_weights(self, X, y, classes, sample_weight, class_counts=None) -> np.ndarray:
+        """``sample_weight`` times the class weights, float64 ``(n_samples,)``.
+
+        ``class_counts`` (a distributed fit): the rows per class over all ranks, which
+        ``class_weight="balanced"`` then uses; the caller has checked ``sample_weight`` (a
+        float64 array: a shard may have no rows, or only zero weights) and checks the total
+        over all ranks.
+        """
+        if class_counts is None:
+            weights = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+        else:
+            weights = np.asarray(sample_weight, dtype=np.float64)
+        if class_counts is not None and self.class_weight == "balanced":
+            per_class = class_counts.sum() / (len(classes) * class_counts)
+            return weights * per_class[np.searchsorted(classes, y)]
         if self.class_weight is not None:
             if isinstance(self.class_weight, dict):
                 missing = set(self.class_weight) - set(classes.tolist())
@@ -405,7 +441,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 _check_class_weight(self.class_weight)
             per_class = compute_class_weight(self.class_weight, classes=classes, y=y)
             weights = weights * per_class[np.searchsorted(classes, y)]
-        if not weights.sum() > 0:
+        if class_counts is None and not weights.sum() > 0:
             raise ValueError("the sample weights sum to zero: there is nothing to fit")
         return weights
 
@@ -420,8 +456,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             n_threads=self.n_jobs,
         )
 
-    def _start(self, precond: Preconditioner, y_index, weights) -> np.ndarray:
-        """Warm start, else ``W = 0`` and ``b`` = log class frequencies (the best constant)."""
+    def _start(self, precond: Preconditioner, y_index, weights, class_totals=None) -> np.ndarray:
+        """Warm start, else ``W = 0`` and ``b`` = log class frequencies (the best constant).
+
+        ``class_totals``: the weighted rows per class over all ranks (a distributed fit).
+        """
         n_classes = len(self.classes_)
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[0] == n_classes:
             if self.coef_.shape[1] == precond.scale.shape[0]:
@@ -430,6 +469,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         intercept = np.zeros(n_classes)
         if self.fit_intercept:
             counts = np.bincount(y_index, weights=weights, minlength=n_classes)
+            if class_totals is not None:
+                counts = class_totals
             intercept = np.log(np.maximum(counts, 1e-12) / counts.sum())
             intercept -= intercept.mean()
         return precond.from_model(coef, intercept)
