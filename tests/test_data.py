@@ -7,7 +7,9 @@ import struct
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from PIL import Image
+from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 
 from crossent.data import DataError, Dataset, load_dataset
 
@@ -603,3 +605,138 @@ def test_summary_lists_at_most_30_classes():
     ds = Dataset(np.zeros((40, 1)), np.arange(40), "many")
     line = ds.summary().splitlines()[1]
     assert line.startswith("40 classes: 0: 1, 1: 1") and line.endswith("… (10 more)")
+
+
+# --------------------------------------------------------------------------- sparse sources
+
+
+def random_csr(rng, shape=(47, 31), density=0.1):
+    """A CSR float64 matrix with exact binary fractions (written and read back exactly)."""
+    X = sp.random(*shape, density=density, format="csr", random_state=rng)
+    X.data = np.round(X.data * 64) / 64 + 1 / 64  # (nnz,) non-zero
+    return X
+
+
+@pytest.mark.parametrize("zero_based", [True, False])
+@pytest.mark.parametrize("suffix", [".svm", ".svmlight", ".libsvm", ".svm.gz"])
+def test_svmlight_equals_scikit_learns_reader(tmp_path, rng, zero_based, suffix):
+    dense = random_csr(rng).toarray()  # (47, 31)
+    dense[:, -1] = 1.0  # the last column is present, so the column count is known
+    X = sp.csr_matrix(dense)
+    y = rng.integers(-2, 3, size=X.shape[0])
+    path = tmp_path / f"data{suffix}"
+    plain = tmp_path / "plain.svm"
+    dump_svmlight_file(X, y, str(plain), zero_based=zero_based)
+    with (gzip.open if suffix.endswith(".gz") else open)(path, "wb") as f:
+        f.write(plain.read_bytes())
+    ds = load_dataset(path, zero_based=zero_based)
+    ref_X, ref_y = load_svmlight_file(str(plain), zero_based=zero_based, n_features=X.shape[1])
+    assert ds.sparse and ds.X.format == "csr" and ds.X.dtype == np.float64
+    assert ds.X.shape == ref_X.shape == X.shape
+    assert (ds.X != ref_X).nnz == 0 and (ds.X != X).nnz == 0
+    np.testing.assert_array_equal(ds.y, ref_y.astype(np.int64))
+    assert ds.y.dtype == np.int64 and ds.first_index == (0 if zero_based else 1)
+
+
+def test_svmlight_auto_base_query_ids_comments_and_blank_lines(tmp_path):
+    one = tmp_path / "one.svm"
+    one.write_text("# header\n3 qid:7 1:0.5 4:2\n\n-1 qid:8 2:1.5 # comment\n")
+    ds = load_dataset(one)
+    assert ds.first_index == 1
+    np.testing.assert_array_equal(ds.X.toarray(), [[0.5, 0, 0, 2], [0, 1.5, 0, 0]])
+    np.testing.assert_array_equal(ds.y, [3, -1])
+    zero = tmp_path / "zero.svm"
+    zero.write_text("1 0:1 3:2\n2 2:5\n")
+    ds = load_dataset(zero)
+    assert ds.first_index == 0
+    np.testing.assert_array_equal(ds.X.toarray(), [[1, 0, 0, 2], [0, 0, 5, 0]])
+
+
+def test_svmlight_padded_to_the_wanted_columns_or_refused_naming_the_index(tmp_path):
+    path = tmp_path / "d.svm"
+    path.write_text("1 1:1\n2 2:2 3:3\n")
+    ds = load_dataset(path, n_features=6)
+    assert ds.X.shape == (2, 6)
+    np.testing.assert_array_equal(ds.X.toarray()[:, :3], [[1, 0, 0], [0, 2, 3]])
+    with pytest.raises(DataError, match=r"d\.svm: line 2: feature index 3 is beyond the model's 2"):
+        load_dataset(path, n_features=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("1 1:1\n2 2 3\n", r"line 2: '2' is not index:value"),
+        ("1 1:1\n\n# c\n1 -3:2\n", r"line 4: feature index -3 is negative"),
+        ("1 1:abc\n", r"line 1: value 'abc' of feature 1 is not a number"),
+        ("1 1:1\n2 2:nan\n", r"line 2: value nan of feature 2; features must be finite"),
+        ("1 1:inf\n", r"line 1: value inf of feature 1"),
+        ("1 x:1\n", r"line 1: feature index 'x'"),
+        ("oops 1:1\n", r"line 1: label 'oops' is not a number"),
+        ("1.5 1:1\n", r"line 1: label 1.5; svmlight labels must be integers"),
+        ("1 3:1 2:1\n", r"line 1: feature index 2 follows 3"),
+        ("1 99999999999:1\n", r"line 1: feature index 99999999999 is beyond the largest"),
+        ("# only a comment\n\n", r"no samples"),
+    ],
+)
+def test_svmlight_bad_content_names_the_line(tmp_path, text, match):
+    path = tmp_path / "bad.svm"
+    path.write_text(text)
+    with pytest.raises(DataError, match=match) as info:
+        load_dataset(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_svmlight_index_0_read_as_one_based(tmp_path):
+    path = tmp_path / "z.svm"
+    path.write_text("1 1:1\n2 0:1\n")
+    with pytest.raises(DataError, match=r"line 2: feature index 0 .* one-based; pass zero_based"):
+        load_dataset(path, zero_based=False)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_npz_equals_scipys_with_labels_inside_or_beside(tmp_path, rng, fmt):
+    X = random_csr(rng)
+    y = rng.integers(0, 3, size=X.shape[0])
+    path = tmp_path / "x.npz"
+    sp.save_npz(path, X.asformat(fmt))
+    ds = load_dataset(path, require_labels=False)
+    assert ds.y is None and ds.X.format == "csr" and ds.X.has_canonical_format
+    assert (ds.X != sp.load_npz(path)).nnz == 0 and ds.X.shape == X.shape
+    np.save(tmp_path / "y.npy", y)
+    ds = load_dataset(path, labels=tmp_path / "y.npy")
+    np.testing.assert_array_equal(ds.y, y)
+    inside = tmp_path / "inside.npz"
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = dict(npz)
+    names = np.array([f"w{j}" for j in range(X.shape[1])])
+    np.savez(inside, **arrays, y=y.astype(str), feature_names=names)
+    ds = load_dataset(inside)
+    assert ds.feature_names == names.tolist() and ds.y.tolist() == y.astype(str).tolist()
+    assert (ds.X != X).nnz == 0
+    padded = load_dataset(inside, n_features=X.shape[1] + 4)
+    assert padded.X.shape == (X.shape[0], X.shape[1] + 4)
+    assert (padded.X[:, : X.shape[1]] != X).nnz == 0
+
+
+def test_sparse_npz_float32_kept(tmp_path, rng):
+    X = random_csr(rng).astype(np.float32)
+    sp.save_npz(tmp_path / "f.npz", X)
+    assert load_dataset(tmp_path / "f.npz", require_labels=False).X.dtype == np.float32
+
+
+def test_zero_based_does_not_apply_to_csv(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,label\n1,0\n2,1\n")
+    with pytest.raises(ValueError, match="zero_based= does not apply to a CSV file"):
+        load_dataset(path, zero_based=True)
+
+
+def test_dataset_accepts_only_canonical_finite_csr():
+    X = sp.csr_matrix(np.eye(3))
+    assert Dataset(X, None, "eye").sparse
+    with pytest.raises(DataError, match="2-D float CSR"):
+        Dataset(X.tocsc(), None, "eye")
+    bad = X.copy()
+    bad.data[1] = np.nan
+    with pytest.raises(DataError, match=r"X\[1, 1\] .* is nan"):
+        Dataset(bad, None, "eye")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 import scipy.special
 import torch.multiprocessing as mp
 
@@ -141,6 +142,13 @@ def _fit_worker(rank: int, world_size: int) -> dict:
     results["scales"] = feature_scales(
         _offset(X)[rows], weights[rows], ridge=0.01, allreduce=lambda v, op: allreduce(v, op)
     )
+    # sparse shards (CSR): the same model and statistics as dense ones
+    sparse = scipy.sparse.csr_matrix(X[rows])
+    clf = _estimator({}, True).fit(sparse, y[rows], sample_weight=weights[rows])
+    results["sparse"] = (clf.coef_, clf.intercept_)
+    results["sparse scales"] = feature_scales(
+        sparse, weights[rows], ridge=0.01, allreduce=lambda v, op: allreduce(v, op)
+    )
     return results
 
 
@@ -188,6 +196,13 @@ def test_fit_equals_single_process(tmp_path, world_size):
         np.testing.assert_allclose(grad_coef, expected[1], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(grad_intercept, expected[2], rtol=1e-10, atol=1e-12)
         assert grad_coef.tobytes() == ranks[0]["objective"][1].tobytes()
+    # sparse shards give the dense fit and the statistics of all rows
+    for r, rank in enumerate(ranks):
+        assert np.max(np.abs(rank["sparse"][0] - ref.coef_)) <= 1e-6 * np.max(np.abs(ref.coef_))
+        assert rank["sparse"][0].tobytes() == ranks[0]["sparse"][0].tobytes(), f"rank {r}"
+        dense_scales = feature_scales(X, weights, ridge=0.01)
+        for got, want in zip(rank["sparse scales"], dense_scales, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=f"rank {r}")
     # the preconditioner's statistics of the shards are those of all rows
     mean, scale, total = feature_scales(_offset(X), weights, ridge=0.01)
     for r, rank in enumerate(ranks):

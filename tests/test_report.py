@@ -364,3 +364,41 @@ def test_browser_draws_the_plots(written: tuple[Path, str, ReportParser], tmp_pa
     minimum = {"loss-curve": 800, "confusion": 50_000, "templates": 20_000, "entropy-hist": 20_000}
     for name, pixels in minimum.items():
         assert lost[name] > pixels, f"{name} adds only {lost[name]} coloured pixels: {lost}"
+
+
+# --------------------------------------------------------------------------- top features
+
+
+def top_features_table(tmp_path: Path, **overrides: object) -> list[list[str]]:
+    """The rows of ``<table id="top-features">`` of a report without image_shape."""
+    inputs = make_inputs(n_classes=3, image_shape=(20,)) | {"image_shape": None} | overrides
+    text = write_report(tmp_path / "r.html", **inputs).read_text(encoding="utf-8")
+    parser = ReportParser()
+    parser.feed(text)
+    assert not any(img.get("id") == "templates" for img in parser.images)  # no picture
+    return parser.tables["top-features"]
+
+
+def test_top_features_by_name_largest_first(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    coef = rng.normal(size=(3, 20))  # (C, d), distinct weights
+    names = [f"word<{j}>" for j in range(20)]
+    rows = top_features_table(tmp_path, coef=coef, feature_names=names)
+    assert rows[0] == ["class", *(str(r) for r in range(1, report.TOP_FEATURES + 1))]
+    for k, row in enumerate(rows[1:]):
+        order = np.argsort(-coef[k], kind="stable")[: report.TOP_FEATURES]  # reference ranking
+        expected = [f"{names[j]} ({coef[k, j]:+.4g})" for j in order]
+        assert row == [f"<b>class {k}</b>", *expected]
+
+
+def test_top_features_without_names_are_numbered_from_the_first_index(tmp_path: Path) -> None:
+    coef = np.zeros((3, 4))
+    coef[0, 2], coef[1, 0], coef[2, 3] = 5.0, 4.0, 3.0  # each class's largest
+    rows = top_features_table(tmp_path, coef=coef, first_feature_number=1)
+    assert [row[1] for row in rows[1:]] == ["feature 3 (+5)", "feature 1 (+4)", "feature 4 (+3)"]
+    assert len(rows[0]) == 1 + 4  # fewer features than TOP_FEATURES: all of them
+
+
+def test_top_features_names_must_fit_coef(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="feature_names has 2 names, coef has 20 features"):
+        top_features_table(tmp_path, feature_names=["a", "b"])

@@ -18,6 +18,7 @@ from crossent import SoftmaxClassifier
 from crossent._stats import feature_moments, feature_scales
 from crossent.objective import LinearSoftmaxObjective
 from crossent.solvers import FULL_BATCH, MINIBATCH, SOLVERS, Preconditioner, Problem
+from crossent.solvers._lbfgs import default_memory
 
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
@@ -291,16 +292,17 @@ def test_partial_fit_passes_count_each_sample_once_per_pass():
 # ------------------------------------------------------------------ the preconditioner
 
 
-def _random_preconditioner(d, seed=0, center=True):
+def _random_preconditioner(d, seed=0, center=True, order="C"):
     rng = np.random.default_rng(seed)
     mean = rng.normal(0.0, 10.0, size=d) if center else np.zeros(d)
-    return Preconditioner(mean, rng.uniform(0.01, 100.0, size=d))
+    return Preconditioner(mean, rng.uniform(0.01, 100.0, size=d), order)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("center", [True, False])
-def test_preconditioner_round_trips(center):
+def test_preconditioner_round_trips(center, order):
     n_classes, d = 4, 7
-    precond = _random_preconditioner(d, center=center)
+    precond = _random_preconditioner(d, center=center, order=order)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(n_classes * (d + 1))
     coef, intercept = precond.to_model(x, n_classes)
@@ -323,10 +325,11 @@ def test_preconditioner_identity_changes_nothing():
     np.testing.assert_array_equal(precond.gradient_to_x(coef, intercept), x)
 
 
-def test_gradient_to_x_is_the_chain_rule_of_to_model():
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_gradient_to_x_is_the_chain_rule_of_to_model(order):
     """For φ(W, b) = ⟨G_W, W⟩ + ⟨G_b, b⟩, ∂φ/∂x is gradient_to_x(G_W, G_b), exactly."""
     n_classes, d = 3, 5
-    precond = _random_preconditioner(d, seed=2)
+    precond = _random_preconditioner(d, seed=2, order=order)
     rng = np.random.default_rng(3)
     grad_coef, grad_intercept = rng.standard_normal((n_classes, d)), rng.standard_normal(n_classes)
 
@@ -403,6 +406,14 @@ def test_preconditioner_from_data_matches_numpy(center):
     np.testing.assert_allclose(precond32.center, precond.center, rtol=1e-6, atol=1e-6)
 
 
+def test_penalty_weight_multiplies_the_ridge_of_the_scales():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((60, 4)) * np.array([1.0, 0.01, 5.0, 0.0])
+    spread = np.var(X, axis=0)
+    precond = Preconditioner.from_data(X, None, center=True, l2=0.3, penalty_weight=4.0)
+    np.testing.assert_allclose(precond.scale, np.sqrt(spread + 4 * 0.3 / 60), rtol=1e-10)
+
+
 def test_constant_feature_without_penalty_keeps_a_unit_scale():
     X = np.column_stack([np.full(20, 3.0), np.arange(20.0)])
     precond = Preconditioner.from_data(X, None, center=True, l2=0.0)
@@ -462,3 +473,19 @@ def test_subsets_partitioning_the_rows_average_to_F():
         total_grad += share * batch_grad
     np.testing.assert_allclose(total_value, value, rtol=1e-12)
     np.testing.assert_allclose(total_grad, grad, rtol=1e-10, atol=1e-13)
+
+
+def test_lbfgs_keeps_fewer_correction_pairs_only_for_large_models():
+    assert default_memory(8_000) == 20  # every dense benchmark and test: unchanged
+    assert default_memory(838_000) == 20
+    assert 10 <= default_memory(1_500_000) < 20
+    assert default_memory(20 * 130_107 + 20) == 10  # the 20-newsgroups shape: 416 MB of pairs
+
+
+def test_the_transposed_layout_holds_V_as_its_d_by_C_transpose():
+    """order="F" (chosen for sparse X) stores V column by column: x[:C d] is Vᵀ's rows."""
+    precond = Preconditioner(np.zeros(3), np.ones(3), "F")
+    coef, intercept = precond.to_model(np.arange(8.0), 2)
+    np.testing.assert_array_equal(coef, [[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]])
+    assert coef.T.flags.c_contiguous  # the objective reads Wᵀ without a copy
+    np.testing.assert_array_equal(precond.gradient_to_x(coef, intercept), np.arange(8.0))

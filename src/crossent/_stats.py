@@ -13,8 +13,10 @@ copied whole.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["feature_moments", "feature_scales", "max_abs"]
 
@@ -25,8 +27,14 @@ _CHUNK_ROWS = 1024
 AllReduce = Callable[[np.ndarray, str], np.ndarray]
 
 
-def max_abs(X: np.ndarray, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
-    """``max |x|`` over all of ``X`` (0.0 when empty; NaN ignored), in chunks of rows."""
+def max_abs(X: Any, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
+    """``max |x|`` over all of ``X`` (0.0 when empty; NaN ignored), in chunks of rows.
+
+    For a SciPy sparse ``X``, over its stored values (never densified).
+    """
+    if sp.issparse(X):
+        values = X.data if X.format in ("csr", "csc", "coo") else X.tocsr().data
+        return max_abs(values.reshape(-1, 1), chunk_rows * 64) if values.size else 0.0
     largest = 0.0
     for start in range(0, X.shape[0], chunk_rows):
         block = np.abs(X[start : start + chunk_rows])  # (rows, d) copy of one chunk only
@@ -56,6 +64,8 @@ def _scaled_moments(
     mean, spread, unit = np.zeros(d), np.zeros(d), np.ones(d)
     if not total > 0:
         return mean, spread, unit, total
+    if sp.issparse(X):
+        return (*_sparse_scaled_moments(X, s, center, total, allreduce), total)
     chunks = [slice(start, start + chunk_rows) for start in range(0, n, chunk_rows)]
     largest = np.zeros(d)
     for rows in chunks:
@@ -80,6 +90,65 @@ def _scaled_moments(
     return mean, spread, unit, total
 
 
+def _sparse_scaled_moments(
+    X: Any,
+    s: np.ndarray,
+    center: bool,
+    total: float,
+    allreduce: AllReduce | None = None,
+    chunk_nnz: int = 1 << 20,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_scaled_moments` of a SciPy sparse ``X`` from its stored values alone.
+
+    Per column ``j``, with ``S = Σ_i s_i`` and ``S_j`` the weight of the rows that store a
+    value in column ``j``: ``μ_j = Σ_nz s x / S`` and
+    ``v_j = (Σ_nz s (x − μ_j)² + μ_j² (S − S_j)) / S``, the implicit zeros' deviations
+    ``−μ_j`` counted in closed form (deviations are formed, never ``E[x²] − μ²``). Float64
+    temporaries are of the size of one chunk of about ``chunk_nnz`` stored values; ``X`` is
+    never densified (duplicate entries are summed first, on a copy). ``total`` is ``S``
+    over all shards; with ``allreduce`` the largest ``|x|``, the sums and ``S_j``, then the
+    squared deviations are reduced over all shards, as for dense ``X``.
+    """
+    X = X.tocsr()
+    if not X.has_canonical_format:  # duplicates would count one x as two
+        X = X.copy()
+        X.sum_duplicates()
+    n, d = X.shape
+    nnz_per_row = max(X.nnz / max(n, 1), 1.0)
+    step = max(1, int(chunk_nnz / nnz_per_row))
+    chunks = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        values = slice(int(X.indptr[start]), int(X.indptr[stop]))
+        row_weight = np.repeat(s[start:stop], np.diff(X.indptr[start : stop + 1]))  # (nnz_c,)
+        chunks.append((X.indices[values], X.data[values], row_weight))
+    largest = np.zeros(d)
+    for columns, data, _ in chunks:
+        np.fmax.at(largest, columns, np.abs(data.astype(np.float64)))
+    if allreduce is not None:
+        largest = allreduce(largest, "max")
+    finite = np.isfinite(largest) & (largest > 0)
+    exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
+    unit = np.where(finite, np.ldexp(1.0, exponent), 1.0)
+    mean, spread, stored_weight = np.zeros(d), np.zeros(d), np.zeros(d)
+    for columns, data, row_weight in chunks:
+        stored_weight += np.bincount(columns, weights=row_weight, minlength=d)
+        if center:
+            scaled = data.astype(np.float64) / unit[columns]  # (nnz_c,)
+            mean += np.bincount(columns, weights=row_weight * scaled, minlength=d)
+    if allreduce is not None:
+        mean, stored_weight = allreduce(np.concatenate([mean, stored_weight]), "sum").reshape(2, d)
+    mean /= total
+    for columns, data, row_weight in chunks:
+        deviations = data.astype(np.float64) / unit[columns] - mean[columns]  # (nnz_c,)
+        spread += np.bincount(columns, weights=row_weight * deviations**2, minlength=d)
+    if allreduce is not None:
+        spread = allreduce(spread, "sum")
+    spread += mean * mean * np.maximum(total - stored_weight, 0.0)
+    spread /= total
+    return mean, spread, unit
+
+
 def feature_moments(
     X: np.ndarray,
     sample_weight: np.ndarray | None = None,
@@ -96,8 +165,10 @@ def feature_moments(
 
     Parameters
     ----------
-    X : numpy.ndarray of shape ``(n_samples, n_features)``
-        Any real dtype; read in float64 chunks of ``chunk_rows`` rows.
+    X : numpy.ndarray or scipy.sparse matrix of shape ``(n_samples, n_features)``
+        Any real dtype; read in float64 chunks of ``chunk_rows`` rows. A sparse ``X`` is
+        read from its stored values and never densified, and its zeros are not shifted:
+        with ``center`` the closed form of :func:`_sparse_scaled_moments` counts them.
     sample_weight : numpy.ndarray of shape ``(n_samples,)``, optional
         Non-negative weights ``s``; ones when omitted.
     center : bool

@@ -25,6 +25,7 @@ from crossent.solvers._problem import Callback
 __all__ = ["Progress", "SoftmaxClassifier"]
 
 _PREDICT_CHUNK = 8192  # rows per block when predicting
+_DTYPES = [np.float64, np.float32]  # X's dtypes kept as they are; others become float64
 
 
 class Progress(NamedTuple):
@@ -60,6 +61,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
       ``predict_proba``, ``predict_log_proba`` and ``decision_function`` return ``X``'s
       dtype (float32 for float32 input, as scikit-learn's ``LogisticRegression``), computed
       from float64 scores.
+    - Sparse ``X`` (SciPy CSR/CSC matrices or arrays) is accepted everywhere and never
+      densified: only the objective's two matrix products become sparse × dense ones.
     - Scale-free: the preconditioner standardises each feature, so features of any finite
       scale (``X * 1e200``) fit as well as ``X`` itself; the penalty acts on ``W`` as given.
 
@@ -197,6 +200,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.callback = callback
         self.distributed = distributed
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR, CSC (converted to CSR once) and sparse arrays
+        return tags
+
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None) -> SoftmaxClassifier:
@@ -204,7 +212,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, shape ``(n_samples, n_features)``
+        X : array-like or scipy.sparse matrix/array, shape ``(n_samples, n_features)``
+            Sparse input (CSR; CSC and other formats are converted to CSR once) is never
+            densified.
         y : array-like, shape ``(n_samples,)``
             Class labels (integers or strings), at least two distinct.
         sample_weight : array-like, shape ``(n_samples,)``, optional
@@ -220,7 +230,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
             return fit_shard(self, X, y, sample_weight)
         self.__dict__.pop("allreduce_seconds_", None)
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C")
         _check_feature_scale(X)
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
@@ -275,7 +285,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, shape ``(n_samples, n_features)``
+        X : array-like or scipy.sparse matrix/array, shape ``(n_samples, n_features)``
         y : array-like, shape ``(n_samples,)``
         classes : array-like, shape ``(n_classes,)``
             Every class that will ever appear; required on the first call.
@@ -305,7 +315,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"`classes`={np.unique(classes)!r} differs from the classes of the first call "
                 f"{self.classes_!r}"
             )
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C", reset=first)
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C", reset=first)
         _check_feature_scale(X)
         check_classification_targets(y)
         known = classes if first else self.classes_
@@ -382,12 +392,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         on features of scale 1e37 would be subnormal); callers cast the result back.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_data(self, X, accept_sparse="csr", dtype=_DTYPES, reset=False)
         scores = np.empty((X.shape[0], self.coef_.shape[0]), dtype=np.float64)  # (n, C)
+        coef_t = np.ascontiguousarray(self.coef_.T)  # (d, C): read as is by sparse products
         with np.errstate(over="ignore", invalid="ignore"):  # reported just below
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 block = slice(start, start + _PREDICT_CHUNK)
-                scores[block] = X[block].astype(np.float64) @ self.coef_.T + self.intercept_
+                scores[block] = X[block].astype(np.float64) @ coef_t + self.intercept_
         if not np.isfinite(scores).all():  # X and the model are finite: the product overflowed
             raise ValueError(
                 f"the scores X Wᵀ + b overflow float64 for this model: the feature scale is too "

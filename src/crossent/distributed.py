@@ -354,7 +354,13 @@ def fit_shard(
     local: Any
     try:
         X, y = validate_data(
-            estimator, X, y, dtype=[np.float64, np.float32], order="C", ensure_min_samples=0
+            estimator,
+            X,
+            y,
+            accept_sparse="csr",
+            dtype=[np.float64, np.float32],
+            order="C",
+            ensure_min_samples=0,
         )  # a rank may have no rows
         _check_feature_scale(X)
         check_classification_targets(y)

@@ -30,6 +30,7 @@ __all__ = ["figure_png", "write_report"]
 MAX_TEMPLATES = 100  # class templates drawn at most
 MAX_CELL_TEXT = 30  # counts are written in confusion cells up to this many classes
 MAX_TICK_LABELS = 40  # class names on the confusion axes are thinned above this
+TOP_FEATURES = 10  # features listed per class in the top-weighted table
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -195,6 +196,30 @@ def _image_section(image_id: str, heading: str, alt: str, fig: Figure, note: str
     )
 
 
+def _top_features(
+    coef: np.ndarray,
+    class_names: Sequence[str],
+    feature_names: Sequence[str] | None,
+    first_number: int,
+) -> list[list[str]]:
+    """One row per class (the first :data:`MAX_TEMPLATES`): the class, then its
+    :data:`TOP_FEATURES` largest weights as ``name (+w)``, largest first."""
+    k = min(TOP_FEATURES, coef.shape[1])
+    rows = []
+    for c in range(min(coef.shape[0], MAX_TEMPLATES)):
+        weights = coef[c].astype(np.float64)  # (d,)
+        top = np.argpartition(-weights, k - 1)[:k]  # (k,) unordered
+        top = top[np.lexsort((top, -weights[top]))]  # largest first, ties by index
+        names = [
+            feature_names[j] if feature_names is not None else f"feature {j + first_number}"
+            for j in top.tolist()
+        ]
+        pairs = zip(names, top.tolist(), strict=True)
+        cells = [f"{_short(name, 40)} ({weights[j]:+.4g})" for name, j in pairs]
+        rows.append([class_names[c], *cells])
+    return rows
+
+
 def _check_inputs(
     class_names: Sequence[str],
     confusion: np.ndarray,
@@ -256,6 +281,8 @@ def write_report(
     coef: np.ndarray | None = None,
     image_shape: tuple[int, ...] | None = None,
     pred_entropy: np.ndarray | None = None,
+    feature_names: Sequence[str] | None = None,
+    first_feature_number: int = 0,
 ) -> Path:
     """Write a self-contained HTML report of a training or evaluation run.
 
@@ -282,11 +309,18 @@ def write_report(
         The iteration a resumed run continued from (``1 <= resumed_at < len(loss_curve)``);
         the objective plot marks it with a dashed line.
     coef : ndarray of shape ``(C, d)``, optional
-        Weight rows of the classifier; drawn as images when ``image_shape`` is given.
+        Weight rows of the classifier; drawn as images when ``image_shape`` is given, else
+        listed as each class's top-weighted features (``<table id="top-features">``; no
+        plot: sparse and other non-image features have no picture).
     image_shape : tuple of int, optional
         ``(h, w)`` or ``(h, w, 3)`` with ``h * w (* 3) == d``.
     pred_entropy : ndarray of shape ``(n_samples,)``, optional
         Entropy in nats of each predicted distribution; histogram against ``log C``.
+    feature_names : sequence of str, length ``d``, optional
+        Names of the features in the top-features table. Default: ``feature N``, with
+        ``N = j + first_feature_number`` for column ``j``.
+    first_feature_number : int, default 0
+        The number unnamed column 0 goes by (1 for a one-based svmlight file).
 
     Returns
     -------
@@ -318,6 +352,9 @@ def write_report(
     loss = None if loss_curve is None else np.asarray(loss_curve, dtype=np.float64)
     entropy = None if pred_entropy is None else np.asarray(pred_entropy, dtype=np.float64)
     _check_inputs(class_names, confusion, per_class, coef, image_shape, loss, entropy, resumed_at)
+    if feature_names is not None and (coef is None or len(feature_names) != coef.shape[1]):
+        width = "no coef" if coef is None else f"coef has {coef.shape[1]} features"
+        raise ValueError(f"feature_names has {len(feature_names)} names, {width}")
     n_classes = len(class_names)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -355,6 +392,18 @@ def write_report(
         fig = _plot_templates(coef, image_shape, class_names)
         alt = f"Weight templates of {min(n_classes, MAX_TEMPLATES)} classes"
         parts.append(_image_section("templates", "Class templates", alt, fig, note))
+    elif coef is not None:
+        k = min(TOP_FEATURES, coef.shape[1])
+        rows = _top_features(coef, class_names, feature_names, first_feature_number)
+        note = f"Each class's {k} largest weights, largest first (weight in parentheses)."
+        if n_classes > MAX_TEMPLATES:
+            note += f" Showing the first {MAX_TEMPLATES} of {n_classes} classes."
+        header = ["class", *(str(r) for r in range(1, k + 1))]
+        parts += [
+            "<h2>Top-weighted features</h2>",
+            f'<p class="note">{html.escape(note)}</p>',
+            _table("top-features", header, rows),
+        ]
     if entropy is not None:
         alt = f"Histogram of prediction entropy of {entropy.size} samples, maximum log C"
         fig = _plot_entropy(entropy, n_classes)

@@ -45,11 +45,20 @@ _OPTION_NAMES = {
 
 
 def fingerprint(data: Dataset) -> str:
-    """SHA-256 of the features (shape, dtype, values) and the labels."""
+    """SHA-256 of the features (shape, dtype, values) and the labels.
+
+    A CSR matrix (sorted, unique indices: one representation per matrix) is hashed by its
+    three arrays, never densified."""
     digest = hashlib.sha256()
-    X = np.ascontiguousarray(data.X)
-    digest.update(f"{X.shape} {X.dtype.str}".encode())
-    digest.update(X.data)  # the buffer itself, no copy
+    X: Any = data.X
+    if data.sparse:
+        digest.update(f"csr {X.shape} {X.dtype.str}".encode())
+        for part in (X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data):
+            digest.update(np.ascontiguousarray(part).data)
+    else:
+        X = np.ascontiguousarray(X)
+        digest.update(f"{X.shape} {X.dtype.str}".encode())
+        digest.update(X.data)  # the buffer itself, no copy
     if data.y is not None:
         y = np.ascontiguousarray(data.y)
         digest.update(f"{y.dtype.str}".encode())
@@ -101,6 +110,7 @@ _OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {
     "seed": lambda v: _is_int(v, 0, MAX_SEED),
     "standardize": lambda v: v is None or isinstance(v, bool),
     "checkpoint_every": lambda v: v is None or _is_int(v, 1, MAX_COUNT),
+    "zero_based": lambda v: v is None or isinstance(v, bool),
 }
 
 
@@ -161,6 +171,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
     arrays, meta = load_model(path)
     iteration, classes, coef, intercept, curve = check_checkpoint_file(str(path), arrays, meta)
     options = meta.get("options")
+    if isinstance(options, dict):  # checkpoints from before --zero-based lack it
+        options = {"zero_based": None, **options}
     if not isinstance(options, dict) or set(options) != set(TRAIN_DEFAULTS):
         raise ModelFileError(f"{path}: corrupted checkpoint: no record of the train options")
     for key, check in _OPTION_CHECKS.items():

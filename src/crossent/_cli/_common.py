@@ -43,14 +43,17 @@ def load_data(
     model: LoadedModel | None = None,
     loader: Callable[..., Dataset] = load_dataset,
 ) -> Dataset:
-    """Load ``--data`` with ``--label-column``, ``--labels`` and ``--skip-bad-images``.
+    """Load ``--data`` with ``--label-column``, ``--labels``, ``--skip-bad-images`` and
+    ``--zero-based``.
 
     An integer ``--label-column`` is a 0-based column index (negative counts from the end);
     anything else is a header name. Given the ``model`` the data is for, a CSV's features
     are the columns the model was trained on, by name (other columns, such as the labels
     the model was trained with, are not read; where labels are needed, the model's
     ``label_column`` is the default), and images are converted to the model's size and
-    mode.
+    mode; sparse data (svmlight, sparse ``.npz``) gets the model's number of columns (an
+    index beyond is refused) and an svmlight file is read with the index base of the
+    model's training file unless ``--zero-based`` says otherwise.
     Images skipped by ``--skip-bad-images`` and images converted to one size or mode are
     reported as warnings on stderr. The library's faults are reworded to name the
     command's options (``--label-column NAME``, not ``label_column=NAME``). ``loader``
@@ -60,6 +63,8 @@ def load_data(
     if isinstance(label_column, str) and _INDEX.fullmatch(label_column.strip()):
         label_column = int(label_column)
     hints = {} if model is None else _model_hints(args.data, model)
+    hinted = hints.pop("zero_based", None)  # the model's, unless --zero-based is given
+    zero_based = hinted if args.zero_based is None else args.zero_based
     if label_column is None and require_labels and "feature_columns" in hints:
         trained_on = model.metadata.get("label_column") if model is not None else None
         label_column = trained_on if isinstance(trained_on, str) else None
@@ -72,6 +77,7 @@ def load_data(
                 labels=args.labels,
                 require_labels=require_labels,
                 on_bad_image="skip" if args.skip_bad_images else "error",
+                zero_based=zero_based,
                 **hints,
             )
         except DataError as exc:
@@ -100,6 +106,12 @@ def _model_hints(source: str, model: LoadedModel) -> dict[str, Any]:
         and len(set(names)) == len(names) > 0
     ):  # by name where names identify the columns, else by position
         return {"feature_columns": names}
+    if kind in ("svmlight", "npz"):  # sparse: the model's columns; svmlight: its index base
+        base = model.metadata.get("index_base")
+        hints: dict[str, Any] = {"n_features": model.n_features}
+        if kind == "svmlight" and base in (0, 1):
+            hints["zero_based"] = base == 0
+        return hints
     shape = model.image_shape
     if kind in ("folder", "image") and shape is not None and len(shape) >= 2:
         mode = "RGB" if len(shape) == 3 and shape[2] == 3 else "L"
@@ -107,13 +119,17 @@ def _model_hints(source: str, model: LoadedModel) -> dict[str, Any]:
     return {}
 
 
-_OPTIONS = {"label_column": "--label-column", "labels": "--labels"}
+_OPTIONS = {"label_column": "--label-column", "labels": "--labels", "zero_based": "--zero-based"}
 
 
 def _with_options(exc: DataError, command: str) -> DataError:
     """``exc`` with its remedies as the command's options; a remedy without an option
     (``require_labels=False``) means that ``command`` needs labels, which it says."""
-    options = [f"{_OPTIONS[p]} {value}" for p, value in exc.remedies if p in _OPTIONS]
+    options = [
+        _OPTIONS[p] if value == "True" else f"{_OPTIONS[p]} {value}"  # a flag: no value
+        for p, value in exc.remedies
+        if p in _OPTIONS
+    ]
     if any(p == "require_labels" for p, _ in exc.remedies):
         needs = f"{command} needs labels"
         remedy = f"{needs}: pass {' or '.join(options)}" if options else needs

@@ -4,8 +4,10 @@ A model file (``model.safetensors``, written with :func:`crossent.model_io.save_
 holds the arrays ``coef`` ``(C, d)`` and ``intercept`` ``(C,)``, plus ``mean`` and
 ``scale`` ``(d,)`` when the features were standardised, and the metadata keys ``kind``,
 ``classes`` (a list of ints or of strings), ``n_features``, ``image_shape``,
-``feature_names``, ``label_column``, ``preprocessing``, ``l2``, ``solver``,
-``fit_intercept`` and ``training``.
+``feature_names``, ``label_column``, ``index_base``, ``preprocessing``, ``l2``,
+``solver``, ``fit_intercept`` and ``training``. ``index_base`` is the feature index an
+svmlight training file gave column 0 (0 or 1; null for other data): predict and evaluate
+read svmlight files the same way.
 
 :func:`load_classifier` checks every one of them, JSON type and value, and the arrays'
 dtypes and shapes against each other; a fault is one :class:`ModelFileError` line naming
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from crossent._stats import AllReduce, feature_scales
 from crossent.classifier import SoftmaxClassifier
@@ -47,6 +50,8 @@ class Preprocessing:
         with ``allreduce`` (``--distributed``), of all ranks' rows, ``X`` being this rank's."""
         if not standardize:
             return cls()
+        if sp.issparse(X):
+            raise ValueError("standardising sparse data would centre it, making it dense")
         mean, scale, _ = feature_scales(X, allreduce=allreduce)
         return cls(mean, np.where(scale > 0, scale, 1.0))
 
@@ -68,6 +73,11 @@ class Preprocessing:
         """
         if self.mean is None or self.scale is None:
             return X
+        if sp.issparse(X):
+            raise ValueError(
+                f"{self.source} centre the features, which would make sparse data dense; "
+                "this model takes dense data (CSV, an .npz with X)"
+            )
         dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
         out = self._standardise(X, dtype)
         if dtype == np.float32 and not np.isfinite(out).all():
@@ -297,6 +307,12 @@ def _check_feature_names(path: str, meta: dict[str, Any], n_features: int) -> No
         )
 
 
+def _check_index_base(path: str, meta: dict[str, Any]) -> None:
+    value = meta.get("index_base")
+    if value is not None and (not _is_int(value) or value not in (0, 1)):
+        raise _field_error(path, "index_base", "null, 0 or 1", value)
+
+
 def _check_label_column(path: str, meta: dict[str, Any]) -> None:
     value = meta.get("label_column")
     if value is not None and not _is_text(value):
@@ -434,6 +450,7 @@ def load_classifier(path: str | os.PathLike[str]) -> LoadedModel:
     _check_image_shape(name, meta, n_features)
     _check_feature_names(name, meta, n_features)
     _check_label_column(name, meta)
+    _check_index_base(name, meta)
     _check_training_record(name, meta)
     preprocessing = _check_preprocessing(name, meta, arrays, n_features)
     clf = rebuild_classifier(classes, coef, intercept)

@@ -27,8 +27,10 @@ DESCRIPTION = (
 DATA_HELP = (
     "the data: 'digits' (scikit-learn's 8×8 handwritten digits), a .npz file with arrays X "
     "and y, a .csv or .csv.gz file with a header row, an IDX image file as MNIST ships it "
-    "(train-images-idx3-ubyte[.gz]), or a folder with one sub-folder of images per class "
-    "(predict also takes a flat folder of images or one image file)"
+    "(train-images-idx3-ubyte[.gz]), a folder with one sub-folder of images per class "
+    "(predict also takes a flat folder of images or one image file), an svmlight/libsvm "
+    "file (.svm, .svmlight, .libsvm, optionally .gz or .bz2), or a sparse .npz written by "
+    "scipy.sparse.save_npz (labels in an array y of the archive, or --labels FILE.npy)"
 )
 
 TRAIN_EPILOG = (
@@ -36,7 +38,8 @@ TRAIN_EPILOG = (
     "standardized by default, so that the class templates in the report are pictures in "
     "pixel space; other features are standardized by default (mean 0, standard deviation 1 "
     "on the training rows; the model file stores the mean and scale and predict applies "
-    "them).\n\n"
+    "them). Sparse data (svmlight, sparse .npz) stays sparse and is not standardized: "
+    "centring would make it dense, so --standardize is refused for it.\n\n"
     "Outputs, written together once training is done (nothing is written on failure): "
     "DIR/model.safetensors and DIR/report.html. With --checkpoint-every N, "
     "DIR/checkpoint.safetensors is saved every N iterations and on Ctrl-C or SIGTERM; "
@@ -62,6 +65,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "standardize": None,
     "checkpoint_every": None,
+    "zero_based": None,
 }
 
 # crossent.solvers.SOLVERS's names (a test keeps them equal); importing the solvers here
@@ -153,8 +157,17 @@ def _add_data_options(
         "--labels",
         type=path_text,
         metavar="FILE",
-        help="IDX only: the labels file (default: the images file name with 'images-idx3' "
-        "replaced by 'labels-idx1')",
+        help="IDX: the labels file (default: the images file name with 'images-idx3' "
+        "replaced by 'labels-idx1'); sparse .npz: a .npy file of labels, one per row "
+        "(default: the array y of the archive)",
+    )
+    parser.add_argument(
+        "--zero-based",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="svmlight only: feature index 0 is the first column (--no-zero-based: index 1 "
+        "is) (default: zero-based if the file holds an index 0; evaluate and predict: as "
+        "the model's training file was read)",
     )
     parser.add_argument(
         "--skip-bad-images",

@@ -55,9 +55,11 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
                 per_class={k: metrics[k] for k in ("precision", "recall", "support")},
                 coef=model.preprocessing.raw_coef(model.classifier.coef_)
                 if model.image_shape
-                else None,
+                else model.classifier.coef_,
                 image_shape=model.image_shape,
                 pred_entropy=prediction_entropy(log_proba),
+                feature_names=model.metadata.get("feature_names"),
+                first_feature_number=model.metadata.get("index_base") or 0,
             )
     except BaseException:
         out.discard()
@@ -76,7 +78,14 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         lines = [
             f"model     {model.path}: {n_classes} classes, {model.n_features} features",
-            data_line(data.name, data.n_samples, data.n_features, data.image_shape, n_classes),
+            data_line(
+                data.name,
+                data.n_samples,
+                data.n_features,
+                data.image_shape,
+                n_classes,
+                getattr(data.X, "nnz", None),
+            ),
             "",
             f"accuracy  {metrics['accuracy']:.4f}",
             "",

@@ -91,8 +91,18 @@ def per_class_lines(metrics: dict[str, Any], class_names: Sequence[str], what: s
     return lines
 
 
-def data_line(name: str, n_samples: int, n_features: int, image_shape: Any, n_classes: int) -> str:
+def data_line(
+    name: str,
+    n_samples: int,
+    n_features: int,
+    image_shape: Any,
+    n_classes: int,
+    nnz: int | None = None,
+) -> str:
+    """The ``data`` line; ``nnz`` (stored values) marks sparse data with its density."""
     images = f", {'×'.join(map(str, image_shape))} images" if image_shape else ""
+    if nnz is not None:
+        images += f", sparse ({nnz / max(1, n_samples * n_features):.3%} non-zero)"
     return (
         f"data      {name}: {n_samples} samples × {n_features} features{images}, "
         f"{n_classes} classes"

@@ -8,6 +8,7 @@ checkpoint (with ``--checkpoint-every``) and print the command that resumes."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -74,10 +75,19 @@ class DataInfo(Protocol):
     def label_name(self) -> str | None: ...
 
     @property
+    def first_index(self) -> int | None: ...
+
+    @property
     def n_samples(self) -> int: ...
 
     @property
     def n_features(self) -> int: ...
+
+
+def _nnz(data: DataInfo) -> int | None:
+    """The stored entries of sparse data (a Dataset's ``X.nnz``, or all ranks'), else None."""
+    X = getattr(data, "X", None)
+    return getattr(X if X is not None else data, "nnz", None)
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,40 @@ def resolve_options(args: argparse.Namespace, out: OutputDir) -> Checkpoint | No
     return start
 
 
+def _standardize(args: argparse.Namespace, data: Dataset) -> bool:
+    """``--standardize`` as given, else on for features that are neither images nor sparse;
+    refused for sparse data (centring would make it dense)."""
+    if data.sparse:
+        if args.standardize:
+            raise CommandError(
+                f"{data.name}: --standardize does not apply to sparse data (centring would "
+                "make it dense); sparse features are used as they are"
+            )
+        return False
+    return data.image_shape is None if args.standardize is None else bool(args.standardize)
+
+
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_weights_fit(data: Dataset, n_classes: int) -> None:
+    """Refuse, before allocating, a weight matrix over a quarter of this machine's memory
+    (the solvers hold several): a sparse file's column count is not bounded by its bytes."""
+    need = 8 * n_classes * data.n_features  # one (C, d) float64 matrix
+    memory = _physical_memory()
+    if memory is not None and need > memory // 4:
+        raise CommandError(
+            f"{data.name}: {data.n_features} features × {n_classes} classes need "
+            f"{need / 2**30:.1f} GiB per weight matrix, over a quarter of this machine's "
+            f"{memory / 2**30:.1f} GiB; the solvers hold several"
+        )
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.distributed or args.timeout is not None:
         from ._train_distributed import run_distributed
@@ -219,7 +263,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise DataError(
             f"{data.name}: only one class ({classes[0].item()!r}); training needs at least two"
         )
-    standardize = data.image_shape is None if args.standardize is None else args.standardize
+    standardize = _standardize(args, data)
+    _check_weights_fit(data, len(classes))
     X_train, X_test, y_train, y_test = split_data(data, classes, args.test_size, args.seed)
     preprocessing = Preprocessing.fit(X_train, standardize)
     split = Split(preprocessing.apply(X_train), preprocessing.apply(X_test), y_train, y_test)
@@ -405,7 +450,7 @@ def _evaluate(
     train = metrics(split.y_train, clf.predict_log_proba(split.X_train))
     assert train is not None  # every class has training rows
     test_log_proba = np.zeros((0, n_classes))  # (n_test, C): none with --test-size 0
-    if len(split.X_test):
+    if split.X_test.shape[0]:
         test_log_proba = clf.predict_log_proba(split.X_test)
     test_entropy = prediction_entropy(test_log_proba)  # (n_test,)
     if group is not None:
@@ -466,6 +511,7 @@ def _write_outputs(
         "image_shape": data.image_shape,
         "feature_names": data.feature_names,
         "label_column": data.label_name,
+        "index_base": data.first_index,
         "preprocessing": {"standardize": preprocessing.standardize},
         "l2": args.l2,
         "solver": args.solver,
@@ -497,9 +543,11 @@ def _write_outputs(
             per_class={k: shown[k] for k in ("precision", "recall", "support")},
             loss_curve=result.curve or None,
             resumed_at=result.resumed_from,
-            coef=preprocessing.raw_coef(clf.coef_) if data.image_shape else None,
+            coef=preprocessing.raw_coef(clf.coef_) if data.image_shape else clf.coef_,
             image_shape=data.image_shape,
             pred_entropy=result.test_entropy if result.test is not None else None,
+            feature_names=data.feature_names,
+            first_feature_number=data.first_index or 0,
         )
     if args.checkpoint_every or result.resumed_from is not None:  # the checkpoint is spent
         (out.path / CHECKPOINT_FILE).unlink(missing_ok=True)
@@ -546,7 +594,11 @@ def _print_text(
         standardized = "standardized features"
     else:
         standardized = (
-            "images in [0, 1], not standardized" if data.image_shape else "not standardized"
+            "images in [0, 1], not standardized"
+            if data.image_shape
+            else "sparse, not standardized"
+            if _nnz(data) is not None
+            else "not standardized"
         )
     n_iter = result.n_iter
     status = f"converged in {n_iter}" if result.converged else f"stopped after {n_iter}"
@@ -559,7 +611,14 @@ def _print_text(
     shown, what = (result.train, "train") if test is None else (test, "test")
     accuracy = f"   test {test['accuracy']:.4f}" if test is not None else "   (no test rows)"
     lines = [
-        data_line(data.name, data.n_samples, data.n_features, data.image_shape, len(classes)),
+        data_line(
+            data.name,
+            data.n_samples,
+            data.n_features,
+            data.image_shape,
+            len(classes),
+            _nnz(data),
+        ),
         f"split     {result.n_train} train / {result.n_test} test "
         + (
             f"(stratified, test size {args.test_size:g}, seed {args.seed})"

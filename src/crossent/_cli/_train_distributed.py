@@ -40,10 +40,12 @@ from ._model import Preprocessing
 from ._parser import DEFAULT_TIMEOUT, TRAIN_DEFAULTS
 from ._train import (
     Split,
+    _check_weights_fit,
     _evaluate,
     _fit,
     _print_json,
     _print_text,
+    _standardize,
     _training_record,
     _write_outputs,
     resolve_options,
@@ -65,6 +67,8 @@ class ShardInfo:
     labels: np.ndarray  # (k,) the distinct labels of the shard, sorted
     start: int | None  # its first row's index in the file (None: files of a pattern)
     sha256: str | None  # of its features and labels, when a checkpoint needs it
+    nnz: int | None  # stored entries of sparse features, None for dense
+    first_index: int | None  # a sparse file's first feature number
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class AllRows:
     image_shape: tuple[int, ...] | None
     feature_names: list[str] | None
     label_name: str | None
+    first_index: int | None
+    nnz: int | None
 
 
 def _message(exc: BaseException) -> str:
@@ -151,6 +157,8 @@ def _read_shard(
             np.unique(data.y),
             found["start"],
             fingerprint(data) if hashed else None,
+            getattr(data.X, "nnz", None),
+            data.first_index,
         )
     except _FAULTS as exc:
         error = _message(exc)
@@ -174,6 +182,11 @@ def _check_agreement(infos: list[ShardInfo], group: Group) -> None:
     """The same checks on every rank, from the same gathered facts: the same error too."""
     _disagree(infos, lambda i: i.n_features, lambda i: f"{i.n_features} features")
     _disagree(infos, lambda i: i.dtype, lambda i: f"{i.dtype} features")
+    _disagree(
+        infos,
+        lambda i: (i.nnz is None, i.first_index),
+        lambda i: "dense features" if i.nnz is None else f"sparse features from {i.first_index}",
+    )
     _disagree(infos, lambda i: i.image_shape, lambda i: f"images of shape {i.image_shape}")
     _disagree(infos, lambda i: i.feature_names, lambda i: f"columns {i.feature_names}")
     _disagree(
@@ -219,7 +232,8 @@ def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
     last = first + data.n_samples
     mine_train = train[(train >= first) & (train < last)] - first
     mine_test = test[(test >= first) & (test < last)] - first
-    standardize = infos[0].image_shape is None if args.standardize is None else args.standardize
+    standardize = _standardize(args, data)  # the same on every rank: the shards agree
+    _check_weights_fit(data, len(classes))
     group.at("standardising")
     X_train = data.X[mine_train]
     preprocessing = Preprocessing.fit(X_train, standardize, allreduce=group.allreduce)
@@ -251,8 +265,16 @@ def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
                 f"{checkpoint_path}: already at iteration {start.iteration}, the --max-iter "
                 f"{args.max_iter} budget; raise --max-iter to train on"
             )
+    nnz = None if infos[0].nnz is None else sum(int(i.nnz or 0) for i in infos)
     all_rows = AllRows(
-        name, n_total, data.n_features, data.image_shape, data.feature_names, data.label_name
+        name,
+        n_total,
+        data.n_features,
+        data.image_shape,
+        data.feature_names,
+        data.label_name,
+        data.first_index,
+        nnz,
     )
     try:
         if args.checkpoint_every and group.writer:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import gzip
 import math
 import re
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 GZIP_MAGIC = b"\x1f\x8b"
 _INT_LABEL = re.compile(r"[+-]?\d+")
@@ -51,9 +55,10 @@ class Dataset:
 
     Attributes
     ----------
-    X : numpy.ndarray, shape (n_samples, n_features)
+    X : numpy.ndarray or scipy.sparse.csr_matrix, shape (n_samples, n_features)
         Finite features: float32 for images (scaled to ``[0, 1]``) and float32 input, float64
-        otherwise.
+        otherwise. Sparse sources (svmlight files, sparse ``.npz``) give a CSR matrix with
+        sorted, unique indices, never densified.
     y : numpy.ndarray of shape (n_samples,), or None
         Labels, int64 or str; ``None`` when the source has no labels.
     name : str
@@ -64,6 +69,8 @@ class Dataset:
         The CSV header names of the feature columns.
     label_name : str, or None
         The CSV header name of the label column the labels were read from.
+    first_index : int, or None
+        svmlight files: the index the file gives column 0 (0 or 1); None for other sources.
 
     Raises
     ------
@@ -80,12 +87,13 @@ class Dataset:
     2 classes: a: 2, b: 1
     """
 
-    X: np.ndarray
+    X: np.ndarray | sp.csr_matrix
     y: np.ndarray | None
     name: str
     image_shape: tuple[int, ...] | None = None
     feature_names: list[str] | None = None
     label_name: str | None = None
+    first_index: int | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -94,6 +102,11 @@ class Dataset:
     def n_samples(self) -> int:
         """Number of rows of ``X``."""
         return int(self.X.shape[0])
+
+    @property
+    def sparse(self) -> bool:
+        """Whether ``X`` is a CSR matrix."""
+        return is_sparse(self.X)
 
     @property
     def n_features(self) -> int:
@@ -108,6 +121,10 @@ class Dataset:
         what = f"{self.n_samples} samples × {self.n_features} features"
         if self.image_shape is not None:
             what += f" ({'×'.join(map(str, self.image_shape))} images)"
+        if self.sparse:
+            nnz = int(getattr(self.X, "nnz"))  # noqa: B009 (mypy: ndarray has no nnz)
+            density = nnz / max(1, self.n_samples * self.n_features)
+            what += f", sparse, {nnz} non-zeros ({density:.3%})"
         first = f"{self.name}: {what} ({self.X.dtype})"
         if self.y is None:
             return f"{first}\nunlabelled"
@@ -120,16 +137,25 @@ class Dataset:
         return f"{first}\n{len(classes)} classes: {shown}"
 
 
+def is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a SciPy sparse matrix or array, without importing SciPy (if SciPy
+    is not imported yet, nothing is one; ``crossent --help`` stays light)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and bool(sparse.issparse(X))
+
+
 def _validate(ds: Dataset) -> None:
     X, name = ds.X, ds.name
-    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f":
+    if is_sparse(X):
+        _validate_sparse(X, name)
+    elif not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f":
         what = f"shape {X.shape}, dtype {X.dtype}" if isinstance(X, np.ndarray) else type(X)
         raise DataError(f"{name}: X must be a 2-D float array, got {what}")
     if X.shape[0] == 0:
         raise DataError(f"{name}: no samples (X has 0 rows)")
     if X.shape[1] == 0:
         raise DataError(f"{name}: no features (X has 0 columns)")
-    bad = _first_nonfinite(X)
+    bad = _first_nonfinite(X) if isinstance(X, np.ndarray) else None
     if bad is not None:
         i, j = bad
         raise DataError(
@@ -139,16 +165,41 @@ def _validate(ds: Dataset) -> None:
     if ds.y is not None:
         if not isinstance(ds.y, np.ndarray) or ds.y.ndim != 1:
             raise DataError(f"{name}: y must be a 1-D array of labels")
-        if len(ds.y) != len(X):
-            raise DataError(f"{name}: X has {len(X)} rows but y has {len(ds.y)} labels")
+        if len(ds.y) != X.shape[0]:
+            raise DataError(f"{name}: X has {X.shape[0]} rows but y has {len(ds.y)} labels")
     if ds.image_shape is not None and math.prod(ds.image_shape) != X.shape[1]:
         raise DataError(
             f"{name}: image_shape {ds.image_shape} does not match {X.shape[1]} features"
         )
+    if ds.first_index not in (None, 0, 1):
+        raise DataError(f"{name}: first_index must be None, 0 or 1, got {ds.first_index!r}")
     if ds.label_name is not None and not isinstance(ds.label_name, str):
         raise DataError(f"{name}: label_name must be a str, got {ds.label_name!r}")
     if ds.feature_names is not None and len(ds.feature_names) != X.shape[1]:
         raise DataError(f"{name}: {len(ds.feature_names)} feature names for {X.shape[1]} features")
+
+
+def _validate_sparse(X: Any, name: str) -> None:
+    """A CSR matrix of finite floats with sorted, unique indices, at least 1 × 1."""
+    if X.format != "csr" or X.ndim != 2 or X.dtype.kind != "f":
+        raise DataError(
+            f"{name}: sparse X must be a 2-D float CSR matrix, got {X.format} of {X.dtype}"
+        )
+    if X.shape[0] == 0:
+        raise DataError(f"{name}: no samples (X has 0 rows)")
+    if X.shape[1] == 0:
+        raise DataError(f"{name}: no features (X has 0 columns)")
+    if not X.has_canonical_format:
+        raise DataError(f"{name}: sparse X must have sorted, unique indices in each row")
+    bad = np.flatnonzero(~np.isfinite(X.data))
+    if bad.size:
+        k = int(bad[0])
+        i = int(np.searchsorted(X.indptr, k, side="right")) - 1
+        j = int(X.indices[k])
+        raise DataError(
+            f"{name}: X[{i}, {j}] (row {i}, column {j}, 0-based) is {X.data[k]}; "
+            "features must be finite"
+        )
 
 
 def _first_nonfinite(X: np.ndarray) -> tuple[int, int] | None:

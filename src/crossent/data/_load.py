@@ -16,6 +16,7 @@ from ._dataset import GZIP_MAGIC, DataError, Dataset, reading
 from ._idx import is_idx_magic, load_idx
 from ._images import IMAGE_SUFFIXES, load_folder, load_images
 from ._npz import load_npz
+from ._svmlight import is_svmlight_name, load_svmlight
 
 
 def load_dataset(
@@ -28,6 +29,8 @@ def load_dataset(
     on_bad_image: str = "error",
     feature_columns: Sequence[str] | None = None,
     image_mode: str | None = None,
+    zero_based: bool | None = None,
+    n_features: int | None = None,
 ) -> Dataset:
     """Load a data set from a built-in name, a file or a folder of images.
 
@@ -52,12 +55,21 @@ def load_dataset(
           ``.jpeg``, ``.bmp`` or ``.gif`` images (not searched recursively; hidden files
           and other suffixes are ignored); or, unlabelled, a directory of such images
           without sub-folders, or one image file.
+        - an svmlight/libsvm text file (``.svm``, ``.svmlight``, ``.libsvm``, optionally
+          ``.gz`` or ``.bz2``): ``label [qid:N] index:value ...`` per line, read by
+          :func:`sklearn.datasets.load_svmlight_file` into a CSR ``X`` (float64); labels
+          must be integers; query ids are dropped.
+        - a sparse ``.npz`` written by :func:`scipy.sparse.save_npz` (CSR or CSC; arrays
+          ``data``, ``indices``, ``indptr``, ``shape``, ``format``), read into a CSR ``X``,
+          with the labels in an array ``y`` of the same archive or in a ``.npy`` file given
+          as ``labels``, and optional column names in a string array ``feature_names``.
     label_column : str or int, optional
         CSV only: the label column, by header name or 0-based index (negative counts from
         the end). Default: the column named ``label``, ``target``, ``class`` or ``y``
         (case-insensitive) if the header has one; else no labels, which is an error when
         ``require_labels``. The last column is never guessed.
     labels : str or os.PathLike, optional
+        Sparse ``.npz`` only: a ``.npy`` file of labels, one per row.
         IDX only: the labels file. Default: the images file name with ``images-idx3``
         replaced by ``labels-idx1`` (or ``images`` by ``labels``), with or without ``.gz``.
     image_size : (width, height), optional
@@ -80,6 +92,13 @@ def load_dataset(
     image_mode : {"L", "RGB"}, optional
         Images only: convert every image to grayscale or to RGB. Default: RGB if any
         image is in colour, else L (see Notes).
+
+    zero_based : bool, optional
+        svmlight only: whether index 0 is the first column. Default: zero-based if the
+        file holds an index 0, else one-based (kept in ``Dataset.first_index``).
+    n_features : int, optional
+        Sparse sources only: the number of columns wanted, e.g. a model's. Fewer in the
+        file are padded with zero columns; a stored index beyond is refused naming it.
 
     Returns
     -------
@@ -135,11 +154,27 @@ def load_dataset(
             image_size=image_size,
             feature_columns=features,
             image_mode=image_mode,
+            zero_based=zero_based,
+            n_features=n_features,
         )
         return load_digits()
     name = os.fspath(source)
     path = Path(name)
     kind = source_kind(source)
+    if kind != "svmlight":
+        _only(_KIND_NAMES[kind], zero_based=zero_based)
+    if kind == "svmlight":
+        _only(
+            "an svmlight file",
+            label_column=label_column,
+            labels=labels,
+            image_size=image_size,
+            feature_columns=features,
+            image_mode=image_mode,
+        )
+        return load_svmlight(path, name, zero_based, n_features)
+    if n_features is not None and kind != "npz":
+        raise ValueError("n_features= applies to sparse sources only (svmlight, sparse .npz)")
     if kind in ("folder", "image"):
         what = "an image folder" if kind == "folder" else "an image file"
         _only(what, label_column=label_column, labels=labels, feature_columns=features)
@@ -161,14 +196,23 @@ def load_dataset(
         _only(
             "an .npz file",
             label_column=label_column,
-            labels=labels,
             image_size=image_size,
             feature_columns=features,
             image_mode=image_mode,
         )
-        return load_npz(path, name, require_labels)
+        labels_name = None if labels is None else os.fspath(labels)
+        return load_npz(path, name, require_labels, labels_name, n_features)
     _only("a CSV file", labels=labels, image_size=image_size, image_mode=image_mode)
     return load_csv(path, name, label_column, require_labels, features)
+
+
+_KIND_NAMES = {
+    "csv": "a CSV file",
+    "npz": "an .npz file",
+    "idx": "an IDX file",
+    "folder": "an image folder",
+    "image": "an image file",
+}
 
 
 def _only(kind: str, **given: Any) -> None:
@@ -205,7 +249,8 @@ def source_kind(source: str | os.PathLike[str]) -> str:
     Returns
     -------
     str
-        ``"digits"``, ``"folder"``, ``"image"``, ``"idx"``, ``"npz"`` or ``"csv"``.
+        ``"digits"``, ``"folder"``, ``"image"``, ``"idx"``, ``"npz"``, ``"svmlight"`` or
+        ``"csv"``.
 
     Raises
     ------
@@ -240,6 +285,8 @@ def _detect(path: Path, name: str) -> str:
     lower = name.lower()
     if gzipped and lower.endswith(".csv.gz"):
         return "csv"
+    if is_svmlight_name(name):
+        return "svmlight"
     if not gzipped and lower.endswith(".npz"):
         return "npz"
     if not gzipped and lower.endswith(".csv"):
@@ -248,6 +295,7 @@ def _detect(path: Path, name: str) -> str:
         return "image"
     what = "gzip file" if gzipped else f"file type {path.suffix or '(no suffix)'}"
     raise DataError(
-        f"{name}: unknown {what}; expected .csv, .csv.gz, .npz, an IDX file "
+        f"{name}: unknown {what}; expected .csv, .csv.gz, .npz, .svm/.svmlight/.libsvm "
+        "(svmlight), an IDX file "
         "(e.g. train-images-idx3-ubyte[.gz]), an image or a folder of images, or 'digits'"
     )

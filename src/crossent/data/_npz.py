@@ -19,7 +19,17 @@ _MAX_EXPANSION = 1032
 _ARCHIVE_FAULTS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
 
 
-def load_npz(path: Path, name: str, require_labels: bool) -> Dataset:
+SPARSE_KEYS = ("data", "indices", "indptr", "shape", "format")
+
+
+def load_npz(
+    path: Path,
+    name: str,
+    require_labels: bool,
+    labels: str | None = None,
+    n_features: int | None = None,
+) -> Dataset:
+    """A dense ``.npz`` (``X``, ``y``) or a sparse one (``scipy.sparse.save_npz``'s keys)."""
     with reading(name):
         with open(path, "rb") as f:
             if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
@@ -31,13 +41,24 @@ def load_npz(path: Path, name: str, require_labels: bool) -> Dataset:
         with archive:
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
             held = ", ".join(members) or "nothing"
+            if "X" not in members and all(key in members for key in SPARSE_KEYS):
+                from ._sparse_npz import load_sparse_npz
+
+                return load_sparse_npz(
+                    archive, members, path, name, require_labels, labels, n_features
+                )
+            if labels is not None:
+                raise ValueError("labels= does not apply to a dense .npz file")
             if "X" not in members:
-                raise DataError(f"{name}: no array 'X' (the archive holds: {held})")
+                raise DataError(
+                    f"{name}: no array 'X' (the archive holds: {held}), nor the arrays of a "
+                    f"sparse matrix ({', '.join(SPARSE_KEYS)})"
+                )
             disk_size = path.stat().st_size
-            raw_X = _npz_member(archive, members["X"], "X", name, disk_size)
+            raw_X = npz_member(archive, members["X"], "X", name, disk_size)
             raw_y = None
             if "y" in members:
-                raw_y = _npz_member(archive, members["y"], "y", name, disk_size)
+                raw_y = npz_member(archive, members["y"], "y", name, disk_size)
     if raw_y is None and require_labels:
         raise DataError(
             f"{name}: no array 'y' with the labels (the archive holds: {held})",
@@ -48,7 +69,7 @@ def load_npz(path: Path, name: str, require_labels: bool) -> Dataset:
     return Dataset(X, y, name, image_shape)
 
 
-def _npz_member(
+def npz_member(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, name: str, disk_size: int
 ) -> np.ndarray:
     """One ``.npy`` member, read without unpickling once its header's claim (shape and
@@ -63,7 +84,7 @@ def _npz_member(
         )
     try:
         with archive.open(info) as member:
-            shape, dtype = _npy_header(member, what)
+            shape, dtype = npy_header(member, what)
             available = info.file_size - member.tell()
         if dtype.hasobject:
             raise DataError(
@@ -86,7 +107,7 @@ def _npz_member(
         raise DataError(f"{what} is corrupted ({exc})") from None
 
 
-def _npy_header(member: IO[bytes], what: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+def npy_header(member: IO[bytes], what: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """The shape and dtype an ``.npy`` stream's header claims (versions 1 and 2)."""
     version = np.lib.format.read_magic(member)
     if version == (1, 0):

@@ -165,7 +165,13 @@ def _block(n: int, rank: int, world: int, name: str) -> tuple[int, int]:
 def _slice(data: Dataset, lo: int, hi: int) -> Dataset:
     y = None if data.y is None else data.y[lo:hi]
     return Dataset(
-        data.X[lo:hi], y, data.name, data.image_shape, data.feature_names, data.label_name
+        data.X[lo:hi],  # a view of a dense X; CSR rows for sparse
+        y,
+        data.name,
+        data.image_shape,
+        data.feature_names,
+        data.label_name,
+        data.first_index,
     )
 
 
@@ -179,9 +185,18 @@ def _concatenate(parts: list[Dataset], name: str) -> Dataset:
             )
         if (part.y is None) != (first.y is None):
             raise DataError(f"{part.name} and {first.name}: only one of them has labels")
-    X = np.concatenate([p.X for p in parts])  # (Σ n_k, d)
+        if part.sparse != first.sparse or part.first_index != first.first_index:
+            raise DataError(f"{part.name} and {first.name}: one is sparse, the other not")
+    if first.sparse:
+        import scipy.sparse as sp
+
+        X: Any = sp.vstack([p.X for p in parts], format="csr")  # (Σ n_k, d) CSR
+    else:
+        X = np.concatenate([p.X for p in parts])  # (Σ n_k, d)
     y = None if first.y is None else np.concatenate([p.y for p in parts if p.y is not None])
-    return Dataset(X, y, name, first.image_shape, first.feature_names, first.label_name)
+    return Dataset(
+        X, y, name, first.image_shape, first.feature_names, first.label_name, first.first_index
+    )
 
 
 # ---------------------------------------------------------------- .npz, memory-mapped
