@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import dump_svmlight_file
 from sklearn.linear_model import LogisticRegression
 
 import crossent
@@ -117,12 +118,15 @@ def test_two_ranks_give_the_single_process_model(blobs, tmp_path):
     ]
 
 
-def test_a_glob_of_files_gives_the_model_of_their_rows_together(blobs, tmp_path):
-    """3 files on 2 ranks (rank 1 reads two): the single process reads them all, in order."""
+def test_a_glob_of_sparse_files_gives_the_model_of_their_rows_together(blobs, tmp_path):
+    """3 svmlight files (sparse rows) on 2 ranks, rank 1 reading two: the single process
+    reads them all, in order, and fits the same model."""
     _, X, y = blobs
+    X = np.where(np.abs(X) < 0.7, 0.0, X)  # (301, 5), about half zeros
     for k, rows in enumerate([slice(0, 90), slice(90, 200), slice(200, None)]):
-        np.savez(tmp_path / f"part-{k}.npz", X=X[rows], y=y[rows])
-    data = tmp_path / "part-*.npz"
+        assert np.all(np.any(X[rows] != 0, axis=0))  # every file holds every column
+        dump_svmlight_file(X[rows], y[rows], str(tmp_path / f"part-{k}.svm"), zero_based=True)
+    data = tmp_path / "part-*.svm"
     status, _ = single(["--data", data, *OPTIONS, "--out", tmp_path / "one", "--quiet"])
     assert status == 0
     job, _ = torchrun(["--data", data, *OPTIONS, "--out", tmp_path / "two", "--quiet"])
