@@ -36,11 +36,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from sklearn.datasets import make_classification
 from threadpoolctl import threadpool_limits
 
 import crossent
 from _timing import timings
+from bench_fit import mnist_shape
 from crossent import SoftmaxClassifier
 from crossent.objective import LinearSoftmaxObjective
 
@@ -48,18 +48,10 @@ L2, TOL, N_TRAIN = 1.0, 1e-4, 48000
 RESULTS = Path(__file__).parent / "results" / "bench_distributed.json"
 
 
-def mnist_shape(folder: Path) -> None:
+def save_mnist_shape(folder: Path) -> None:
     """bench_fit.py's mnist-shape training rows, saved as X.npy (float32) and y.npy."""
-    X, y = make_classification(
-        n_samples=60000,
-        n_features=784,
-        n_informative=200,
-        n_redundant=100,
-        n_classes=10,
-        n_clusters_per_class=1,
-        random_state=0,
-    )
-    np.save(folder / "X.npy", X[:N_TRAIN].astype(np.float32))
+    X, y = mnist_shape()
+    np.save(folder / "X.npy", X[:N_TRAIN])
     np.save(folder / "y.npy", y[:N_TRAIN])
 
 
@@ -164,7 +156,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        mnist_shape(folder)
+        save_mnist_shape(folder)
         X, y = np.load(folder / "X.npy"), np.load(folder / "y.npy")
         with threadpool_limits(1):  # BLAS was loaded before OMP_NUM_THREADS was set here
             fits = [fit(X, y, distributed=False) for _ in range(args.repeat)]

@@ -36,9 +36,8 @@ TOL = 1e-4
 RESULTS = Path(__file__).parent / "results" / "bench_fit.json"
 
 
-def datasets():
-    X, y = load_digits(return_X_y=True)
-    yield "digits", X / 16.0, y
+def mnist_shape() -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic problem of MNIST's shape: 60000 × 784 float32, 10 classes, fixed seed."""
     X, y = make_classification(
         n_samples=60000,
         n_features=784,
@@ -48,7 +47,13 @@ def datasets():
         n_clusters_per_class=1,
         random_state=0,
     )
-    yield "mnist-shape", X.astype(np.float32), y
+    return X.astype(np.float32), y
+
+
+def datasets():
+    X, y = load_digits(return_X_y=True)
+    yield "digits", X / 16.0, y
+    yield "mnist-shape", *mnist_shape()
     rng = np.random.default_rng(0)
     means = rng.standard_normal((1000, 256)) * 0.5
     scales = np.geomspace(0.1, 10, 256)

@@ -192,9 +192,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
 
 
 def check_checkpoint(
-    path: Path, checkpoint: Checkpoint, *, classes: np.ndarray, objective: dict[str, Any]
+    path: Path,
+    checkpoint: Checkpoint,
+    *,
+    classes: np.ndarray,
+    objective: dict[str, Any],
+    max_iter: int,
 ) -> None:
-    """Refuse a checkpoint unless it continues the same minimisation."""
+    """Refuse a checkpoint unless it continues the same minimisation, within ``max_iter``."""
     saved = checkpoint.objective
     refuse = f"; rerun with the same options, or delete {path} to start afresh"
     ranks, saved_ranks = objective.get("ranks", 1), saved.get("ranks", 1)
@@ -225,4 +230,9 @@ def check_checkpoint(
         raise ModelFileError(
             f"{path}: corrupted checkpoint: coef {checkpoint.coef.shape}, expected "
             f"{(len(classes), objective['n_features'])}"
+        )
+    if checkpoint.iteration >= max_iter:
+        raise CommandError(
+            f"{path}: already at iteration {checkpoint.iteration}, the --max-iter "
+            f"{max_iter} budget; raise --max-iter to train on"
         )

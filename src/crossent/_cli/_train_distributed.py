@@ -259,12 +259,9 @@ def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
         }
     checkpoint_path = out.path / CHECKPOINT_FILE
     if start is not None:
-        check_checkpoint(checkpoint_path, start, classes=classes, objective=objective)
-        if start.iteration >= args.max_iter:
-            raise CommandError(
-                f"{checkpoint_path}: already at iteration {start.iteration}, the --max-iter "
-                f"{args.max_iter} budget; raise --max-iter to train on"
-            )
+        check_checkpoint(
+            checkpoint_path, start, classes=classes, objective=objective, max_iter=args.max_iter
+        )
     nnz = None if infos[0].nnz is None else sum(int(i.nnz or 0) for i in infos)
     all_rows = AllRows(
         name,
