@@ -241,8 +241,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
         weights = self._sample_weights(X, y, classes, sample_weight)
         self.classes_ = classes
-        for stale in ("_solver_state", "_precond", "_x", "_rng", "n_samples_seen_"):
-            self.__dict__.pop(stale, None)  # a later partial_fit continues from this fit
+        self._forget_state()  # a later partial_fit continues from this fit
         rng = np.random.default_rng(_seed(self.random_state))
         held_out = None
         if self.early_stopping and self.solver in MINIBATCH:
@@ -258,9 +257,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         options: dict[str, Any] = {}
         if self.solver in MINIBATCH:
             options = self._minibatch_options(rng, validation)
+        result = self._run_solver(problem, precond, x0, **options)
+        self._adopt(precond.to_model(result.x, len(classes)), result)
+        return self
+
+    def _run_solver(self, problem: Problem, precond: Preconditioner, x0: np.ndarray, **options):
+        """The configured solver from ``x0`` on ``problem``, BLAS on one thread."""
         solver: Any = SOLVERS[self.solver]
         with single_threaded_blas():
-            result = solver(
+            return solver(
                 problem,
                 x0,
                 max_iter=self.max_iter,
@@ -268,12 +273,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 callback=self._progress(precond),
                 **options,
             )
-        self._set_model(precond.to_model(result.x, len(classes)))
+
+    def _adopt(self, model: tuple[np.ndarray, np.ndarray], result: Any) -> None:
+        """Take the solver's ``(coef, intercept)`` and its record; warn if not converged."""
+        self._set_model(model)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
         if not result.converged:
             self._warn_not_converged(result)
-        return self
+
+    def _forget_state(self) -> None:
+        """Drop what a previous fit or partial_fit left, so that a later one starts anew."""
+        for stale in ("_solver_state", "_precond", "_x", "_rng", "n_samples_seen_"):
+            self.__dict__.pop(stale, None)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxClassifier:
         """One minibatch pass over ``(X, y)``, continuing from the current model.

@@ -340,10 +340,9 @@ def fit_shard(
     from sklearn.utils.validation import validate_data
 
     from crossent._stats import max_abs
-    from crossent._threads import single_threaded_blas
     from crossent.classifier import _check_feature_scale
     from crossent.objective import _check_sample_weight as _check_weights
-    from crossent.solvers import FULL_BATCH, SOLVERS, Preconditioner, Problem
+    from crossent.solvers import FULL_BATCH, Preconditioner, Problem
 
     if estimator.solver not in FULL_BATCH:
         raise ValueError(
@@ -417,8 +416,7 @@ def fit_shard(
     if not total > 0:
         raise ValueError("the sample weights of all ranks sum to zero: there is nothing to fit")
     estimator.classes_ = classes
-    for stale in ("_solver_state", "_precond", "_x", "_rng", "n_samples_seen_"):
-        estimator.__dict__.pop(stale, None)
+    estimator._forget_state()
 
     def reduce(values: np.ndarray, op: str) -> np.ndarray:
         return allreduce(values, op, group)
@@ -438,21 +436,9 @@ def fit_shard(
     )
     problem = Problem(objective, precond, total)
     x0 = estimator._start(precond, y_index, weights, class_totals=class_totals)
-    solver: Any = SOLVERS[estimator.solver]
-    with single_threaded_blas():
-        result = solver(
-            problem,
-            x0,
-            max_iter=estimator.max_iter,
-            tol=estimator.tol,
-            callback=estimator._progress(precond),
-        )
+    result = estimator._run_solver(problem, precond, x0)
     coef, intercept = precond.to_model(result.x, n_classes)
     check_same_model(coef, intercept, group)
-    estimator._set_model((coef, intercept))
-    estimator.n_iter_ = result.n_iter
-    estimator.loss_curve_ = result.loss_curve
     estimator.allreduce_seconds_ = objective.allreduce_seconds
-    if not result.converged:
-        estimator._warn_not_converged(result)
+    estimator._adopt((coef, intercept), result)
     return estimator
