@@ -42,6 +42,14 @@ def max_abs(X: Any, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
     return largest
 
 
+def _power_of_two_units(largest: np.ndarray) -> np.ndarray:
+    """Per column the power of two ``u`` with ``u ≤ max |x| < 2u`` (1 where that is 0 or
+    not finite): dividing by it is exact and brings every ``|x / u|`` below 2."""
+    finite = np.isfinite(largest) & (largest > 0)
+    exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
+    return np.where(finite, np.ldexp(1.0, exponent), 1.0)
+
+
 def _scaled_moments(
     X: np.ndarray,
     sample_weight: np.ndarray | None,
@@ -72,9 +80,7 @@ def _scaled_moments(
         np.fmax(largest, np.abs(np.asarray(X[rows], dtype=np.float64)).max(axis=0), out=largest)
     if allreduce is not None:
         largest = allreduce(largest, "max")
-    finite = np.isfinite(largest) & (largest > 0)
-    exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
-    unit = np.where(finite, np.ldexp(1.0, exponent), 1.0)
+    unit = _power_of_two_units(largest)
     if center:
         for rows in chunks:
             mean += s[rows] @ (np.asarray(X[rows], dtype=np.float64) / unit)
@@ -127,9 +133,7 @@ def _sparse_scaled_moments(
         np.fmax.at(largest, columns, np.abs(data.astype(np.float64)))
     if allreduce is not None:
         largest = allreduce(largest, "max")
-    finite = np.isfinite(largest) & (largest > 0)
-    exponent = np.frexp(np.where(finite, largest, 1.0))[1] - 1  # 2**exponent <= max |x|
-    unit = np.where(finite, np.ldexp(1.0, exponent), 1.0)
+    unit = _power_of_two_units(largest)
     mean, spread, stored_weight = np.zeros(d), np.zeros(d), np.zeros(d)
     for columns, data, row_weight in chunks:
         stored_weight += np.bincount(columns, weights=row_weight, minlength=d)

@@ -410,7 +410,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         with np.errstate(over="ignore", invalid="ignore"):  # reported just below
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 block = slice(start, start + _PREDICT_CHUNK)
-                scores[block] = X[block].astype(np.float64) @ coef_t + self.intercept_
+                scores[block] = X[block].astype(np.float64, copy=False) @ coef_t + self.intercept_
         if not np.isfinite(scores).all():  # X and the model are finite: the product overflowed
             raise ValueError(
                 f"the scores X Wᵀ + b overflow float64 for this model: the feature scale is too "
