@@ -188,7 +188,7 @@ class DistributedObjective(LinearSoftmaxObjective):
 
     Parameters
     ----------
-    X, y, n_classes, sample_weight, fit_intercept, n_threads, chunk_rows
+    X, y, n_classes
         As for :class:`~crossent.objective.LinearSoftmaxObjective`, with this rank's rows.
         ``n_classes`` is the number of classes over all ranks.
     l2 : float
@@ -196,6 +196,9 @@ class DistributedObjective(LinearSoftmaxObjective):
         other ranks' is 0), so the sum counts it once.
     group : ProcessGroup, optional
         The ranks that share the objective (the default process group when None).
+    **options
+        ``sample_weight``, ``fit_intercept``, ``n_threads``, ``chunk_rows``, ``x_max_abs``:
+        as for :class:`~crossent.objective.LinearSoftmaxObjective`, for this rank's rows.
 
     Attributes
     ----------
@@ -210,11 +213,8 @@ class DistributedObjective(LinearSoftmaxObjective):
         n_classes: int,
         *,
         l2: float,
-        sample_weight: np.ndarray | None = None,
-        fit_intercept: bool = True,
-        n_threads: int | None = None,
-        chunk_rows: int | None = None,
         group: Any = None,
+        **options: Any,
     ) -> None:
         self.group = group
         self.rank, self.world_size = rank(group), world_size(group)
@@ -224,10 +224,7 @@ class DistributedObjective(LinearSoftmaxObjective):
                 y,
                 n_classes,
                 l2=l2 if self.rank == 0 else 0.0,
-                sample_weight=sample_weight,
-                fit_intercept=fit_intercept,
-                n_threads=n_threads,
-                chunk_rows=chunk_rows,
+                **options,
             )
             shape: Any = (self.n_features, self.n_classes, str(self.X.dtype), self.fit_intercept)
         except (TypeError, ValueError) as exc:

@@ -69,6 +69,9 @@ class LinearSoftmaxObjective:
     chunk_rows : int, optional
         Rows per chunk (default: about 2 MiB of X and score rows; for sparse ``X`` see
         :func:`_sparse_chunk_rows`).
+    x_max_abs : float, optional
+        An upper bound of ``max |x|`` when the caller knows one (a minibatch of known data),
+        which spares a pass over ``X``; by default it is computed.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class LinearSoftmaxObjective:
         fit_intercept: bool = True,
         n_threads: int | None = None,
         chunk_rows: int | None = None,
+        x_max_abs: float | None = None,
     ) -> None:
         self.X = _check_X(X)
         n = self.X.shape[0]
@@ -101,7 +105,8 @@ class LinearSoftmaxObjective:
             row_bytes = (self.X.shape[1] + self.n_classes) * self.X.itemsize
             chunk_rows = max(64, _CHUNK_BYTES // max(row_bytes, 1))
         self.chunk_rows = int(chunk_rows)
-        self._grad_scale = _gradient_scale(self.X, self.chunk_rows)
+        self.x_max_abs = max_abs(self.X) if x_max_abs is None else float(x_max_abs)
+        self._grad_scale = _gradient_scale(self.X.dtype, self.x_max_abs, self.chunk_rows)
         self.n_evals = 0
 
     @property
@@ -337,15 +342,15 @@ def _check_sample_weight(sample_weight: np.ndarray | None, n_samples: int) -> np
     return weights
 
 
-def _gradient_scale(X: np.ndarray, chunk_rows: int) -> float:
+def _gradient_scale(dtype: np.dtype, x_max_abs: float, chunk_rows: int) -> float:
     """A power of two ``g <= 1`` with ``g · chunk_rows · max|x|`` far below the dtype's max.
 
     A chunk's gradient product ``Σ_i g s_i (ŷ_i − δ) x_iᵀ`` is then finite in the data's
     dtype (float32 features of scale 1e37 overflow it otherwise); the float64 totals are
     divided by ``g`` again. ``g = 1`` for data of ordinary scale: nothing changes.
     """
-    limit = float(np.finfo(X.dtype).max) / 16
-    bound = max_abs(X) * chunk_rows
+    limit = float(np.finfo(dtype).max) / 16
+    bound = x_max_abs * chunk_rows
     if not (limit < bound < math.inf):  # ordinary scale; NaN or inf is the kernel's to report
         return 1.0
     return float(2.0 ** math.floor(math.log2(limit / bound)))

@@ -166,6 +166,7 @@ class Problem:
             sample_weight=weights,
             fit_intercept=obj.fit_intercept,
             n_threads=obj.n_threads,  # the knob, resolved per batch by its size
+            x_max_abs=obj.x_max_abs,  # a bound for the batch too: no pass over it
         )
         return Problem(batch, self.precond, batch_total)
 
