@@ -302,10 +302,11 @@ def _read_parts(name: str, f: BinaryIO, size: int) -> tuple[bytes, dict[str, Any
         raise ModelFileError(
             f"{name}: {fault}: header says {expected} bytes of array data, file has {data_len}"
         )
-    body = f.read(expected)
-    if len(body) != expected or f.read(1):
+    f.seek(0)  # the checked size, read once into one buffer (no concatenated copy)
+    data = f.read(size + 1)
+    if len(data) != size:
         raise ModelFileError(f"{name}: changed while being read")
-    return head + text + body, header
+    return data, header
 
 
 def _refuse_unparsed(name: str, head: bytes, fault: str) -> NoReturn:

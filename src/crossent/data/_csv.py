@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -97,9 +98,10 @@ def _feature_indices(
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise DataError(f"{name}: line 1: no feature column named {missing[0]!r}{more}")
-    twice = [f for f in features if header.count(f) > 1]
+    counts = Counter(header)  # one pass: the header may have tens of thousands of columns
+    twice = [f for f in features if counts[f] > 1]
     if twice:
-        raise DataError(f"{name}: line 1: {header.count(twice[0])} columns named {twice[0]!r}")
+        raise DataError(f"{name}: line 1: {counts[twice[0]]} columns named {twice[0]!r}")
     indices = [where[f] for f in features]
     if label_index in indices:
         raise DataError(f"{name}: line 1: column {header[label_index]!r} is the labels")

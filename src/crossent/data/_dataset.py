@@ -180,15 +180,11 @@ def _validate(ds: Dataset) -> None:
 
 
 def _validate_sparse(X: Any, name: str) -> None:
-    """A CSR matrix of finite floats with sorted, unique indices, at least 1 × 1."""
+    """A CSR matrix of finite floats with sorted, unique indices (its size: :func:`_validate`)."""
     if X.format != "csr" or X.ndim != 2 or X.dtype.kind != "f":
         raise DataError(
             f"{name}: sparse X must be a 2-D float CSR matrix, got {X.format} of {X.dtype}"
         )
-    if X.shape[0] == 0:
-        raise DataError(f"{name}: no samples (X has 0 rows)")
-    if X.shape[1] == 0:
-        raise DataError(f"{name}: no features (X has 0 columns)")
     if not X.has_canonical_format:
         raise DataError(f"{name}: sparse X must have sorted, unique indices in each row")
     bad = np.flatnonzero(~np.isfinite(X.data))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._dataset import DataError, Dataset, labels_from_strings, reading, scale_ubyte
+from ._npz import MAX_EXPANSION
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 """File suffixes (case-insensitive) read from the class folders of an image directory."""
@@ -21,7 +22,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 # No image format packs more pixels into a byte than a 1-bit image under deflate's best
 # ratio (1032:1): 8 × 1032 pixels. An image whose header claims more is not what it says.
-_MAX_PIXELS_PER_BYTE = 8 * 1032
+_MAX_PIXELS_PER_BYTE = 8 * MAX_EXPANSION
 _SMALL_IMAGE = 1 << 16  # pixels allowed whatever the file size (tiny files, fixed headers)
 
 

@@ -15,11 +15,11 @@ from ._dataset import DataError, Dataset, as_float, label_array, reading, scale_
 _NPY_MAGIC = b"\x93NUMPY"
 # The most a member may expand, per compressed byte: deflate's best case is 1032:1; a
 # larger claim is a corrupted or hostile archive, refused before anything is allocated.
-_MAX_EXPANSION = 1032
+MAX_EXPANSION = 1032
 _ARCHIVE_FAULTS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
 
 
-SPARSE_KEYS = ("data", "indices", "indptr", "shape", "format")
+SPARSE_KEYS = ("format", "shape", "indptr", "indices", "data")  # in the order they are read
 
 
 def load_npz(
@@ -75,7 +75,7 @@ def npz_member(
     """One ``.npy`` member, read without unpickling once its header's claim (shape and
     dtype) is checked against the member's size, and that size against the bytes on disk."""
     what = f"{name}: array {key!r}"
-    if info.compress_size > disk_size or info.file_size > _MAX_EXPANSION * max(
+    if info.compress_size > disk_size or info.file_size > MAX_EXPANSION * max(
         info.compress_size, 1
     ):
         raise DataError(

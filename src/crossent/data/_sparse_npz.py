@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._dataset import DataError, Dataset, as_float, label_array, reading
-from ._npz import npy_header, npz_member
+from ._npz import SPARSE_KEYS, npy_header, npz_member
 
 # A CSC matrix's rows, and any matrix's columns, are not bounded by the arrays stored:
 # refuse a claim beyond this (a hostile shape would make the CSR conversion or the
@@ -39,7 +39,7 @@ def load_sparse_npz(
 ) -> Dataset:
     """The CSR matrix, labels and feature names of a sparse ``.npz``."""
     size = path.stat().st_size
-    raw = {key: npz_member(archive, members[key], key, name, size) for key in _KEYS}
+    raw = {key: npz_member(archive, members[key], key, name, size) for key in SPARSE_KEYS}
     y = names = None
     if "y" in members:
         if labels is not None:
@@ -64,9 +64,6 @@ def load_sparse_npz(
         X = _fit_columns(X, name, n_features)
         feature_names = None  # padded columns have no names
     return Dataset(X, labels_array, name, feature_names=feature_names)
-
-
-_KEYS = ("format", "shape", "indptr", "indices", "data")
 
 
 def _matrix(raw: dict[str, np.ndarray], name: str) -> sp.csr_matrix:
