@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+
 # CI (CI=true) replays the same examples every run, so a green main stays green; locally
 # hypothesis draws new examples each run and keeps hunting.
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set to anything but empty, 0, false or no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
+if in_ci():
     settings.load_profile("ci")
 
 # dtype name -> (rtol, atol)

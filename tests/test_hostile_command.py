@@ -89,14 +89,8 @@ def rewrite(
         meta(document)
     if arrays is not None:
         arrays(tensors)
-    # The JSON's layout is incidental: vary it until the header's length does not begin
-    # with 0x80, which crossent 0.1.0 mistook for a pickle (issue #7, fixed in model_io).
-    for indent in (None, 1, 2, 3):
-        header["crossent"] = json.dumps(document, indent=indent)
-        payload = safetensors.numpy.save(tensors, metadata=header)
-        if payload[0] != 0x80:
-            break
-    path.write_bytes(payload)
+    header["crossent"] = json.dumps(document)
+    path.write_bytes(safetensors.numpy.save(tensors, metadata=header))
 
 
 def resume(folder: Path, *extra: str) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import in_ci
 from crossent import report
 from crossent.report import figure_png, write_report
 
@@ -304,11 +305,6 @@ def screenshot(html_path: Path, workdir: Path) -> np.ndarray:
 def coloured_pixels(pixels: np.ndarray) -> int:
     """Pixels whose channels differ markedly: plots are coloured, text is black or grey."""
     return int(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum())
-
-
-def in_ci() -> bool:
-    """Whether the tests run in CI (``CI`` set to anything but empty, 0 or false)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def require_chromium(path: Path = CHROMIUM) -> Path:
