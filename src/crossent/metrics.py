@@ -200,9 +200,10 @@ def _sums(y: np.ndarray, log_proba: np.ndarray, n_classes: int) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # a true class of probability 0: +inf, not NaN
         per_sample = np.asarray(softmax_cross_entropy(log_proba, y, reduction="none"))
     onehot_entropy = np.asarray(entropy(np.eye(n_classes), axis=1))[y]  # (n,)
-    scalars = [per_sample.sum(), onehot_entropy.sum(), prediction_entropy(log_proba).sum()]
-    proba_sum = np.sum(np.exp(log_proba), axis=0)  # (C,) Σ_i q_i
-    return np.concatenate([confusion.astype(np.float64), scalars, proba_sum])
+    proba = np.exp(np.asarray(log_proba, dtype=np.float64))  # (n, C) q, computed once
+    predicted_entropy = np.asarray(entropy(proba, axis=1, validate=False))  # (n,) H(q_i)
+    scalars = [per_sample.sum(), onehot_entropy.sum(), predicted_entropy.sum()]
+    return np.concatenate([confusion.astype(np.float64), scalars, proba.sum(axis=0)])
 
 
 def metrics_from_sums(sums: np.ndarray, n_classes: int) -> dict[str, Any]:

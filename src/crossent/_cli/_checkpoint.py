@@ -70,11 +70,35 @@ def objective_options(
     data: Dataset, *, l2: float, test_size: float, seed: int, standardize: bool
 ) -> dict[str, Any]:
     """What a checkpoint must share with a run that resumes it."""
+    return objective_record(
+        data.name,
+        fingerprint(data),
+        data.n_samples,
+        data.n_features,
+        l2=l2,
+        test_size=test_size,
+        seed=seed,
+        standardize=standardize,
+    )
+
+
+def objective_record(
+    name: str,
+    sha256: str,
+    n_samples: int,
+    n_features: int,
+    *,
+    l2: float,
+    test_size: float,
+    seed: int,
+    standardize: bool,
+) -> dict[str, Any]:
+    """:func:`objective_options` from the data's identity (name, hash, shape) directly."""
     return {
-        "data": data.name,
-        "data_sha256": fingerprint(data),
-        "n_samples": data.n_samples,
-        "n_features": data.n_features,
+        "data": name,
+        "data_sha256": sha256,
+        "n_samples": int(n_samples),
+        "n_features": int(n_features),
         "l2": float(l2),
         "test_size": float(test_size),
         "seed": int(seed),

@@ -91,8 +91,8 @@ def _number(kind: type, check: Callable[[float], bool], rule: str) -> Callable[[
     return parse
 
 
-def _count(upper: int, what: str = "") -> Callable[[str], float]:
-    rule = f"an integer from 1 to {upper}{what}"
+def _count(upper: int) -> Callable[[str], float]:
+    rule = f"an integer from 1 to {upper}"
     return _number(int, lambda v: 1 <= v <= upper, rule)
 
 

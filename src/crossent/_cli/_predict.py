@@ -22,7 +22,6 @@ from ._summary import (
     cross_entropy_lines,
     data_line,
     dumps,
-    metrics_json,
     per_class_lines,
     report_table,
 )
@@ -71,7 +70,7 @@ def run_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
             "model": model.path,
             "data": data.name,
             "classes": model.classes,
-            "metrics": metrics_json(metrics),
+            "metrics": metrics,
             "report": str(report_path),
         }
         print(dumps(document))

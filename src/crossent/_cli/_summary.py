@@ -8,17 +8,6 @@ from typing import Any
 
 import numpy as np
 
-_SCALARS = (
-    "accuracy",
-    "cross_entropy",
-    "onehot_entropy",
-    "kl_onehot",
-    "prediction_entropy",
-    "label_entropy",
-    "marginal_cross_entropy",
-    "marginal_kl",
-)
-
 
 def plain(value: Any) -> Any:
     """numpy values → JSON-ready Python values (arrays become lists)."""
@@ -35,11 +24,6 @@ def plain(value: Any) -> Any:
 
 def dumps(document: dict[str, Any]) -> str:
     return json.dumps(plain(document), indent=2, ensure_ascii=False)
-
-
-def metrics_json(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The metrics dict of :func:`crossent.metrics.classification_metrics` as JSON values."""
-    return {key: plain(value) for key, value in metrics.items()}
 
 
 def report_table(metrics: dict[str, Any], prefix: str = "") -> dict[str, float | int | str]:

@@ -49,7 +49,6 @@ from ._summary import (
     cross_entropy_lines,
     data_line,
     dumps,
-    metrics_json,
     per_class_lines,
     report_table,
 )
@@ -287,15 +286,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             return fitted
         clf, monitor, converged = fitted
         result = _evaluate(args, split, clf, monitor, converged, len(classes))
-        training = _training_record(args, data, split, result)
+        training = _training_record(args, data, result)
         _write_outputs(out, args, data, classes, preprocessing, clf, result, training)
     except BaseException:
         out.discard()
         raise
-    if args.json:
-        _print_json(args, data, classes, preprocessing, result, training, out)
-    elif not args.quiet:
-        _print_text(args, data, classes, preprocessing, split, result, out)
+    print_summary(args, data, classes, preprocessing, result, training, out)
     return 0
 
 
@@ -467,9 +463,7 @@ def _evaluate(
     )
 
 
-def _training_record(
-    args: argparse.Namespace, data: DataInfo, split: Split, result: _Result
-) -> dict[str, Any]:
+def _training_record(args: argparse.Namespace, data: DataInfo, result: _Result) -> dict[str, Any]:
     """The model file's ``training`` metadata (also the JSON summary's core)."""
     return {
         "data": data.name,
@@ -570,12 +564,28 @@ def _print_json(
         "l2": args.l2,
         "solver": args.solver,
         **training,
-        "train": metrics_json(result.train),
-        "test": None if result.test is None else metrics_json(result.test),
+        "train": result.train,
+        "test": result.test,
         "model": str(out.path / MODEL_FILE),
         "report": str(out.path / REPORT_FILE),
     }
     print(dumps(document))
+
+
+def print_summary(
+    args: argparse.Namespace,
+    data: DataInfo,
+    classes: np.ndarray,
+    preprocessing: Preprocessing,
+    result: _Result,
+    training: dict[str, Any],
+    out: OutputDir,
+) -> None:
+    """The run's summary on stdout: JSON with ``--json``, else text unless ``--quiet``."""
+    if args.json:
+        _print_json(args, data, classes, preprocessing, result, training, out)
+    elif not args.quiet:
+        _print_text(args, data, classes, preprocessing, result, out)
 
 
 def _print_text(
@@ -583,7 +593,6 @@ def _print_text(
     data: DataInfo,
     classes: np.ndarray,
     preprocessing: Preprocessing,
-    split: Split,
     result: _Result,
     out: OutputDir,
 ) -> None:

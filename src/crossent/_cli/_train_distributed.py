@@ -33,7 +33,13 @@ from crossent.data import DataError
 from crossent.data._shards import load_shard
 from crossent.solvers import MINIBATCH
 
-from ._checkpoint import CHECKPOINT_FILE, Checkpoint, check_checkpoint, fingerprint
+from ._checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    check_checkpoint,
+    fingerprint,
+    objective_record,
+)
 from ._common import CommandError, OutputDir, load_data, need_labels
 from ._distributed import Group, is_communication_fault, process_group
 from ._model import Preprocessing
@@ -43,11 +49,10 @@ from ._train import (
     _check_weights_fit,
     _evaluate,
     _fit,
-    _print_json,
-    _print_text,
     _standardize,
     _training_record,
     _write_outputs,
+    print_summary,
     resolve_options,
     split_rows,
 )
@@ -246,17 +251,17 @@ def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
     objective: dict[str, Any] = {}
     if hashed:
         digest = hashlib.sha256(" ".join(str(i.sha256) for i in infos).encode()).hexdigest()
-        objective = {
-            "data": name,
-            "data_sha256": digest,
-            "n_samples": n_total,
-            "n_features": data.n_features,
-            "l2": float(args.l2),
-            "test_size": float(args.test_size),
-            "seed": int(args.seed),
-            "standardize": bool(standardize),
-            "ranks": group.world,
-        }
+        record = objective_record(
+            name,
+            digest,
+            n_total,
+            data.n_features,
+            l2=args.l2,
+            test_size=args.test_size,
+            seed=args.seed,
+            standardize=standardize,
+        )
+        objective = {**record, "ranks": group.world}
     checkpoint_path = out.path / CHECKPOINT_FILE
     if start is not None:
         check_checkpoint(
@@ -290,7 +295,7 @@ def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
         clf, monitor, converged = fitted
         group.at("evaluating")
         result = _evaluate(args, split, clf, monitor, converged, len(classes), group)
-        training = _training_record(args, all_rows, split, result)
+        training = _training_record(args, all_rows, result)
         group.at("writing")
         error = None
         if group.writer:
@@ -303,8 +308,5 @@ def _run(args: argparse.Namespace, argv: list[str], group: Group) -> int:
         if group.writer:
             out.discard()
         raise
-    if args.json:
-        _print_json(args, all_rows, classes, preprocessing, result, training, out)
-    elif not args.quiet:
-        _print_text(args, all_rows, classes, preprocessing, split, result, out)
+    print_summary(args, all_rows, classes, preprocessing, result, training, out)
     return 0
