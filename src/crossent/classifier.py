@@ -231,7 +231,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             return fit_shard(self, X, y, sample_weight)
         self.__dict__.pop("allreduce_seconds_", None)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C")
-        _check_feature_scale(X)
+        _check_feature_scale(max_abs(X), X.shape[0])
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
         if classes.shape[0] < 2:
@@ -328,7 +328,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"{self.classes_!r}"
             )
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C", reset=first)
-        _check_feature_scale(X)
+        _check_feature_scale(max_abs(X), X.shape[0])
         check_classification_targets(y)
         known = classes if first else self.classes_
         unseen = np.setdiff1d(np.unique(y), known)
@@ -565,17 +565,19 @@ def _check_class_weight(class_weight: dict) -> None:
             )
 
 
-def _check_feature_scale(X: np.ndarray) -> None:
-    """Refuse features so large that sums over the samples overflow float64.
+def _check_feature_scale(largest: float, n_samples: int, where: str = "") -> float:
+    """Refuse features so large that sums over the samples overflow float64; return
+    ``largest`` (``max |x|``, e.g. from :func:`crossent._stats.max_abs`).
 
     The preconditioner makes the fit scale-free, but the gradient ``Σ_i s_i (ŷ_i − δ) x_iᵀ``
     is still summed in float64: ``n_samples · max |x|`` must stay below its range (features
-    up to about 1e300 for a million samples fit).
+    up to about 1e300 for a million samples fit). ``where`` qualifies the numbers in the
+    message (" over all ranks").
     """
-    largest = max_abs(X)
-    if largest * max(X.shape[0], 1) * 16.0 > float(np.finfo(np.float64).max):
+    if largest * max(n_samples, 1) * 16.0 > float(np.finfo(np.float64).max):
         raise ValueError(
-            f"the feature scale is too large: max |X| = {largest:.3g}, and sums over "
-            f"{X.shape[0]} samples would overflow float64; rescale the features "
+            f"the feature scale is too large: max |X| = {largest:.3g}{where}, and sums over "
+            f"{n_samples} samples would overflow float64; rescale the features "
             "(e.g. divide X by a power of ten)"
         )
+    return largest

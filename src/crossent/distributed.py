@@ -358,7 +358,7 @@ def fit_shard(
             order="C",
             ensure_min_samples=0,
         )  # a rank may have no rows
-        _check_feature_scale(X)
+        largest_local = _check_feature_scale(max_abs(X), X.shape[0])  # one pass over X
         check_classification_targets(y)
         sample_weight = _check_weights(sample_weight, X.shape[0])  # (n,) float64
         labels, counts = np.unique(y, return_counts=True)
@@ -366,7 +366,7 @@ def fit_shard(
         params = estimator.get_params()
         local = _Shard(
             n_rows=X.shape[0],
-            max_abs=max_abs(X),
+            max_abs=largest_local,
             n_features=X.shape[1],
             dtype=str(X.dtype),
             feature_names=None if names is None else tuple(map(str, names)),
@@ -386,12 +386,7 @@ def fit_shard(
     _require_equal([s.feature_names for s in shards], "the feature names")
     _require_equal([s.label_kind for s in shards], "the type of the labels y", skip_none=True)
     largest, n_rows = max(s.max_abs for s in shards), sum(s.n_rows for s in shards)
-    if largest * max(n_rows, 1) * 16.0 > float(np.finfo(np.float64).max):  # as on one process
-        raise ValueError(
-            f"the feature scale is too large: max |X| = {largest:.3g} over all ranks, and sums "
-            f"over their {n_rows} samples would overflow float64; rescale the features (e.g. "
-            "divide X by a power of ten)"
-        )
+    _check_feature_scale(largest, n_rows, " over all ranks")
     labelled = [s.labels for s in shards if s.labels.size] or [shards[0].labels]
     classes = np.unique(np.concatenate(labelled))  # the union, sorted
     if classes.shape[0] < 2:
@@ -429,6 +424,7 @@ def fit_shard(
         sample_weight=weights,
         fit_intercept=estimator.fit_intercept,
         n_threads=estimator.n_jobs,
+        x_max_abs=largest_local,
         group=group,
     )
     problem = Problem(objective, precond, total)

@@ -32,8 +32,10 @@ from ._common import CommandError
 
 ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # A test hook: "RANK:ITERATION" makes that rank exit (status 1, as a crash) when its fit
-# reaches that iteration; "RANK:ITERATION:hang" makes it sleep instead.
+# reaches that iteration; "RANK:ITERATION:hang" makes it sleep instead. With the second
+# variable set to a path, the rank first writes the wall-clock time of the fault there.
 FAULT_VARIABLE = "CROSSENT_TEST_FAULT"
+FAULT_STAMP_VARIABLE = "CROSSENT_TEST_FAULT_STAMP"
 _KEY = "crossent/heartbeat/{rank}"
 # Joining waits at least this long, whatever --timeout: ranks start (import torch) at
 # different speeds on a busy machine.
@@ -283,6 +285,10 @@ def inject_fault(group: Group | None, iteration: int) -> None:
         return
     rank, at, *how = spec.split(":")
     if int(rank) == group.rank and int(at) == iteration:
+        stamp = os.environ.get(FAULT_STAMP_VARIABLE)
+        if stamp:
+            with open(stamp, "w") as f:
+                f.write(repr(time.time()))
         if how == ["hang"]:
             time.sleep(10 * group.timeout + 60)
         os._exit(1)
