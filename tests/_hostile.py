@@ -16,17 +16,16 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from crossent.cli import main
 
 
-def snapshot(folder: str | os.PathLike[str]) -> dict[str, int]:
-    """Every file below ``folder`` (hidden ones too) with its size."""
+def snapshot(folder: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
+    """Every file below ``folder`` (hidden ones too) with its size and modification time."""
     root = Path(folder)
-    return {
-        str(p.relative_to(root)): p.stat().st_size
-        for p in sorted(root.rglob("*"))
-        if p.is_file() or p.is_symlink()
-    }
+    stats = {p: p.lstat() for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()}
+    return {str(p.relative_to(root)): (st.st_size, st.st_mtime_ns) for p, st in stats.items()}
 
 
 def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
@@ -62,3 +61,15 @@ def expect_refusal(
     if folder is not None:
         assert snapshot(folder) == before, f"files changed in {folder}: {line}"
     return line
+
+
+def write_blobs(path: Path, seed: int = 0, reverse: bool = False) -> Path:
+    """Three overlapping Gaussian blobs of 4 features, 20 rows each, as ``.npz``; with
+    ``reverse``, the same shape and labels but other rows."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), 20)
+    X = 1.5 * rng.normal(size=(3, 4))[y] + rng.normal(size=(60, 4))
+    if reverse:
+        X, y = X[::-1], y[::-1]
+    np.savez(path, X=X, y=y)
+    return path

@@ -25,6 +25,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 import crossent
+from _hostile import run_cli as run
 from crossent import SoftmaxClassifier
 from crossent._cli import _train
 from crossent.cli import main
@@ -40,14 +41,6 @@ def one_blas_thread() -> Iterator[None]:
     """Small problems: one BLAS thread is faster, and immune to a busy machine."""
     with threadpool_limits(limits=1):
         yield
-
-
-def run(argv: list[str]) -> tuple[int, str, str]:
-    """``main(argv)`` with stdout and stderr captured: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def blobs(n_per_class: int = 20, n_classes: int = 3, d: int = 4, seed: int = 0):

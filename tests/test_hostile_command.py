@@ -21,7 +21,7 @@ import safetensors.numpy
 from safetensors import safe_open
 from threadpoolctl import threadpool_limits
 
-from _hostile import expect_refusal, run_cli
+from _hostile import expect_refusal, run_cli, write_blobs
 from crossent._cli import _train
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -32,17 +32,6 @@ STOP_AT = 3  # the checkpoint's iteration
 def one_blas_thread() -> Iterator[None]:
     with threadpool_limits(limits=1):
         yield
-
-
-def write_blobs(path: Path, reverse: bool = False) -> Path:
-    """Three overlapping Gaussian blobs of 4 features, 20 rows each, as ``.npz``."""
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 20)
-    X = 1.5 * rng.normal(size=(3, 4))[y] + rng.normal(size=(60, 4))
-    if reverse:  # the same shape and labels, other rows
-        X, y = X[::-1], y[::-1]
-    np.savez(path, X=X, y=y)
-    return path
 
 
 @pytest.fixture(scope="module")

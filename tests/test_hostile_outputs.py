@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from _hostile import expect_refusal, run_cli
+from _hostile import expect_refusal, run_cli, write_blobs
 from crossent.model_io import load_model
 
 
@@ -33,15 +33,6 @@ from crossent.model_io import load_model
 def one_blas_thread() -> Iterator[None]:
     with threadpool_limits(limits=1):
         yield
-
-
-def write_blobs(path: Path, seed: int = 0) -> Path:
-    """Three overlapping Gaussian blobs of 4 features, 20 rows each, as ``.npz``."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(3), 20)
-    X = 1.5 * rng.normal(size=(3, 4))[y] + rng.normal(size=(60, 4))
-    np.savez(path, X=X, y=y)
-    return path
 
 
 @pytest.fixture(scope="module")

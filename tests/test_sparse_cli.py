@@ -25,7 +25,7 @@ from crossent import SoftmaxClassifier
 from crossent._cli import _train
 from crossent._cli._checkpoint import fingerprint
 from crossent._cli._model import load_classifier
-from crossent.data import Dataset, load_dataset
+from crossent.data import Dataset
 
 N_ROWS, N_COLS, N_CLASSES = 90, 40, 3
 
@@ -238,14 +238,3 @@ def test_fingerprint_of_sparse_data_sees_values_and_structure() -> None:
     wider = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(N_ROWS, N_COLS + 1))
     assert fingerprint(Dataset(wider, y, "a")) != fingerprint(same)
     assert fingerprint(Dataset(sp.csr_matrix(X.toarray()), y, "a")) == fingerprint(same)
-
-
-def test_loaded_svmlight_and_npz_are_scikit_learns_and_scipys(tmp_path: Path) -> None:
-    X, y = sparse_problem()
-    dump_svmlight_file(X, y, str(tmp_path / "d.svm"), zero_based=False)
-    sp.save_npz(tmp_path / "d.npz", X)
-    from_svm = load_dataset(tmp_path / "d.svm")
-    from_npz = load_dataset(tmp_path / "d.npz", require_labels=False)
-    reference, _ = load_svmlight_file(str(tmp_path / "d.svm"), zero_based=False)
-    assert (from_svm.X != reference).nnz == 0 and from_svm.X.shape == reference.shape
-    assert (from_npz.X != sp.load_npz(tmp_path / "d.npz")).nnz == 0
