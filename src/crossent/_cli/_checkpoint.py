@@ -17,7 +17,6 @@ checks each recorded option as the parser checks the flag.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,15 @@ from crossent.model_io import ModelFileError, load_model, save_model
 
 from ._common import CommandError
 from ._model import CHECKPOINT_KIND, check_checkpoint_file
-from ._parser import MAX_COUNT, MAX_L2, MAX_SEED, SOLVER_NAMES, TRAIN_DEFAULTS
+from ._parser import (
+    SOLVER_NAMES,
+    TRAIN_DEFAULTS,
+    non_negative,
+    penalty,
+    positive_int,
+    seed_int,
+    test_fraction,
+)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -106,15 +113,6 @@ def objective_record(
     }
 
 
-def _is_int(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _is_number(value: Any, check: Callable[[float], bool]) -> bool:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return number and math.isfinite(value) and check(value)
-
-
 def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
@@ -125,15 +123,15 @@ _OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {
     "label_column": lambda v: v is None or _is_text(v),
     "labels": lambda v: v is None or _is_text(v),
     "skip_bad_images": lambda v: isinstance(v, bool),
-    "l2": lambda v: _is_number(v, lambda x: 0 <= x <= MAX_L2),
+    "l2": penalty.accepts,
     "solver": lambda v: v in SOLVER_NAMES,
-    "max_iter": lambda v: _is_int(v, 1, MAX_COUNT),
-    "tol": lambda v: _is_number(v, lambda x: x >= 0),
-    "batch_size": lambda v: _is_int(v, 1, MAX_COUNT),
-    "test_size": lambda v: _is_number(v, lambda x: 0 <= x < 1),
-    "seed": lambda v: _is_int(v, 0, MAX_SEED),
+    "max_iter": positive_int.accepts,
+    "tol": non_negative.accepts,
+    "batch_size": positive_int.accepts,
+    "test_size": test_fraction.accepts,
+    "seed": seed_int.accepts,
     "standardize": lambda v: v is None or isinstance(v, bool),
-    "checkpoint_every": lambda v: v is None or _is_int(v, 1, MAX_COUNT),
+    "checkpoint_every": lambda v: v is None or positive_int.accepts(v),
     "zero_based": lambda v: v is None or isinstance(v, bool),
 }
 

@@ -77,35 +77,46 @@ MAX_SEED = 2**32 - 1  # NumPy's RandomState (the split's and shuffling's) takes 
 MAX_COUNT = 10**9  # iterations, checkpoint interval, batch rows: far beyond any real run
 
 
-def _number(kind: type, check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
+class _Number:
+    """An argparse ``type`` for a number of ``kind`` (int or float) that passes ``check``;
+    :meth:`accepts` applies the same rule to a value read back (a checkpoint's options)."""
+
+    def __init__(self, kind: type, check: Callable[[float], bool], rule: str) -> None:
+        self.kind, self.check, self.rule = kind, check, rule
+        self.__name__ = rule  # argparse names the type in some messages
+
+    def __call__(self, text: str) -> float:
         try:
-            value = kind(text)
+            value = self.kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}") from None
-        if not (math.isfinite(value) and check(value)):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {self.rule}, got {text!r}") from None
+        if not (math.isfinite(value) and self.check(value)):
+            raise argparse.ArgumentTypeError(f"must be {self.rule}, got {text}")
         return value
 
-    parse.__name__ = rule  # argparse names the type in some messages
-    return parse
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` (of JSON's types) is a number this option takes."""
+        kinds = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return False
+        return math.isfinite(value) and self.check(value)
 
 
-def _count(upper: int) -> Callable[[str], float]:
+def _count(upper: int) -> _Number:
     rule = f"an integer from 1 to {upper}"
-    return _number(int, lambda v: 1 <= v <= upper, rule)
+    return _Number(int, lambda v: 1 <= v <= upper, rule)
 
 
 positive_int = _count(MAX_COUNT)
-non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
+non_negative = _Number(float, lambda v: v >= 0, "a number >= 0")
 # Training's λ: beyond 1e100 every weight is 0 to the last digit, and the minibatch solvers'
 # steps overflow float64 (--l2 1e308 with adam) instead of saying so.
 MAX_L2 = 1e100
-penalty = _number(float, lambda v: 0 <= v <= MAX_L2, f"a number >= 0 and <= {MAX_L2:g}")
-test_fraction = _number(float, lambda v: 0 <= v < 1, "a fraction >= 0 and < 1")
-seconds = _number(float, lambda v: 0 < v <= 86400, "a number of seconds > 0 and <= 86400")
+penalty = _Number(float, lambda v: 0 <= v <= MAX_L2, f"a number >= 0 and <= {MAX_L2:g}")
+test_fraction = _Number(float, lambda v: 0 <= v < 1, "a fraction >= 0 and < 1")
+seconds = _Number(float, lambda v: 0 < v <= 86400, "a number of seconds > 0 and <= 86400")
 DEFAULT_TIMEOUT = 60.0  # --timeout: seconds a rank waits for the others
-seed_int = _number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
+seed_int = _Number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
 
 
 def _non_empty(what: str) -> Callable[[str], str]:
