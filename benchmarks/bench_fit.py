@@ -63,11 +63,13 @@ def datasets():
 
 
 def l_total(coef, intercept, X, y_index):
-    """L_total = Σ_i (logsumexp(f_i) − f_{i,k_i}) + (λ/2)‖W‖², in float64, chunked."""
+    """L_total = Σ_i (logsumexp(f_i) − f_{i,k_i}) + (λ/2)‖W‖², in float64, chunked
+    (dense or sparse ``X``)."""
     coef = np.asarray(coef, np.float64)
     total = 0.0
     for start in range(0, X.shape[0], 4096):
-        scores = np.asarray(X[start : start + 4096], np.float64) @ coef.T + intercept
+        block = X[start : start + 4096].astype(np.float64, copy=False)  # dense or CSR
+        scores = block @ coef.T + intercept  # (rows, C)
         rows = np.arange(scores.shape[0])
         total += float(
             np.sum(

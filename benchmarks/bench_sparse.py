@@ -36,6 +36,7 @@ from sklearn.linear_model._linear_loss import LinearModelLoss
 
 import crossent
 from _timing import timings
+from bench_fit import Counter, l_total
 from crossent import SoftmaxClassifier
 from crossent._threads import resolve_n_threads, single_threaded_blas
 from crossent.objective import LinearSoftmaxObjective
@@ -66,34 +67,6 @@ def tfidf_like(n, d, n_classes, tokens, seed=0, dtype=np.float64):
     row_of = np.repeat(np.arange(n), np.diff(X.indptr))  # (nnz,)
     X.data /= np.sqrt(np.bincount(row_of, weights=X.data**2, minlength=n))[row_of]
     return X.astype(dtype), y
-
-
-def l_total(coef, intercept, X, y_index):
-    """L_total = Σ_i (logsumexp(f_i) − f_{i,k_i}) + (λ/2)‖W‖², float64, from the CSR."""
-    scores = X.astype(np.float64) @ np.asarray(coef, np.float64).T + intercept  # (n, C)
-    top = scores.max(axis=1)
-    lse = top + np.log(np.exp(scores - top[:, None]).sum(axis=1))
-    data = float(np.sum(lse - scores[np.arange(len(y_index)), y_index]))
-    return data + 0.5 * L2 * float(np.sum(np.square(coef)))
-
-
-class Counter:
-    """Counts calls of a method while installed."""
-
-    def __init__(self, owner, name):
-        self.owner, self.name, self.calls = owner, name, 0
-        self.original = getattr(owner, name)
-
-    def __enter__(self):
-        def counted(*args, **kwargs):
-            self.calls += 1
-            return self.original(*args, **kwargs)
-
-        setattr(self.owner, self.name, counted)
-        return self
-
-    def __exit__(self, *exc):
-        setattr(self.owner, self.name, self.original)
 
 
 def fit_timed(model, counter_owner, X, y):
