@@ -246,10 +246,11 @@ def load_model(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dic
 def _read_safetensors(name: str) -> tuple[bytes, dict[str, Any]]:
     """The file's bytes and its parsed safetensors header, reading no more than it implies."""
     try:
-        if not stat.S_ISREG(os.stat(name).st_mode):  # before open: a FIFO would block
+        mode = os.stat(name).st_mode
+        if not stat.S_ISREG(mode):  # before open: a FIFO would block
             kind = (
                 "a directory"
-                if os.path.isdir(name)
+                if stat.S_ISDIR(mode)
                 else "not a regular file (a device, pipe or socket)"
             )
             raise ModelFileError(f"{name}: is {kind}, not a model file")
