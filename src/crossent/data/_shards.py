@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import math
 import os
 import struct
 import sys
@@ -40,7 +41,7 @@ from ._csv import _open_csv, _parse_csv
 from ._dataset import DataError, Dataset, label_array, reading
 from ._idx import idx_features, idx_header, idx_image_shape, idx_labels_for
 from ._load import load_dataset, source_kind
-from ._npz import _npz_features
+from ._npz import _npz_features, npy_claim
 
 __all__ = ["Shard", "expand_sources", "load_files", "load_shard", "row_block"]
 
@@ -239,19 +240,12 @@ def _map_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
         start = info.header_offset + 30 + name_len + extra_len
         f.seek(start)
         try:
-            version = np.lib.format.read_magic(f)
-            read_header = {
-                (1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0,
-            }[version]
-            shape, fortran, dtype = read_header(f)
-        except (KeyError, ValueError):
+            what = info.filename
+            shape, dtype, fortran = npy_claim(f, what, start + info.file_size, "the member", what)
+        except ValueError:  # DataError too: an unsupported, object or mis-sized array
             return None
         offset = f.tell()
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape)) if shape else 1
-    size_ok = offset - start + count * dtype.itemsize == info.file_size
-    if fortran or dtype.hasobject or not size_ok or len(shape) < 1 or count == 0:
+    if fortran or len(shape) < 1 or math.prod(shape) == 0:
         return None
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
 
