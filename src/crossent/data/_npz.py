@@ -84,18 +84,13 @@ def npz_member(
         )
     try:
         with archive.open(info) as member:
-            shape, dtype = npy_header(member, what)
-            available = info.file_size - member.tell()
-        if dtype.hasobject:
-            raise DataError(
+            npy_claim(
+                member,
+                what,
+                info.file_size,
+                "the archive",
                 f"{what} is an object array; crossent loads .npz files with "
-                "allow_pickle=False and never unpickles"
-            )
-        expected = math.prod(shape) * dtype.itemsize
-        if expected != available:
-            raise DataError(
-                f"{what}: its header says shape {shape} of {dtype} ({expected} bytes), "
-                f"the archive holds {available}"
+                "allow_pickle=False and never unpickles",
             )
         with archive.open(info) as member:
             return np.asarray(np.lib.format.read_array(member, allow_pickle=False))
@@ -107,16 +102,32 @@ def npz_member(
         raise DataError(f"{what} is corrupted ({exc})") from None
 
 
-def npy_header(member: IO[bytes], what: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """The shape and dtype an ``.npy`` stream's header claims (versions 1 and 2)."""
-    version = np.lib.format.read_magic(member)
+def npy_claim(
+    stream: IO[bytes], what: str, total: int, where: str, object_fault: str
+) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+    """The shape, dtype and Fortran order an ``.npy`` stream's header claims (versions 1
+    and 2), once checked: not an object array (``object_fault`` is the message), and
+    exactly the bytes present after the header, the stream ending at position ``total``
+    (``where`` names what holds them). Raises DataError, or numpy's ValueError for a
+    header it cannot parse."""
+    version = np.lib.format.read_magic(stream)
     if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
     elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
     else:
         raise DataError(f"{what}: .npy format version {version} is not supported")
-    return tuple(int(s) for s in shape), np.dtype(dtype)
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    if dtype.hasobject:
+        raise DataError(object_fault)
+    available = total - stream.tell()
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != available:
+        raise DataError(
+            f"{what}: its header says shape {shape} of {dtype} ({expected} bytes), "
+            f"{where} holds {available}"
+        )
+    return shape, dtype, bool(fortran)
 
 
 def _npz_features(raw: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...] | None]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import math
 import os
 import struct
 import sys
@@ -37,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from ._csv import _open_csv, _parse_csv
-from ._dataset import DataError, Dataset, as_float, label_array, reading, scale_ubyte
-from ._idx import IDX_DTYPES, is_idx_magic
+from ._dataset import DataError, Dataset, label_array, reading
+from ._idx import idx_features, idx_header, idx_image_shape, idx_labels_for
 from ._load import load_dataset, source_kind
-from ._npz import _npz_features
+from ._npz import _npz_features, npy_claim
 
 __all__ = ["Shard", "expand_sources", "load_files", "load_shard", "row_block"]
 
@@ -239,19 +240,12 @@ def _map_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
         start = info.header_offset + 30 + name_len + extra_len
         f.seek(start)
         try:
-            version = np.lib.format.read_magic(f)
-            read_header = {
-                (1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0,
-            }[version]
-            shape, fortran, dtype = read_header(f)
-        except (KeyError, ValueError):
+            what = info.filename
+            shape, dtype, fortran = npy_claim(f, what, start + info.file_size, "the member", what)
+        except ValueError:  # DataError too: an unsupported, object or mis-sized array
             return None
         offset = f.tell()
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape)) if shape else 1
-    size_ok = offset - start + count * dtype.itemsize == info.file_size
-    if fortran or dtype.hasobject or not size_ok or len(shape) < 1 or count == 0:
+    if fortran or len(shape) < 1 or math.prod(shape) == 0:
         return None
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
 
@@ -262,48 +256,22 @@ def _idx_rows(
 ) -> Shard | None:
     """Memory-mapped rows of a plain (not gzipped) IDX images file; None otherwise."""
     with reading(name), open(path, "rb") as f:
-        magic = f.read(4)
-        if not is_idx_magic(magic) or magic[2] not in IDX_DTYPES or not 2 <= magic[3] <= 4:
+        try:
+            dtype, dims = idx_header(f, name)
+        except DataError:
             return None  # gzipped or malformed: load_dataset reads or names it
-        ndim = magic[3]
-        dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-        dtype = IDX_DTYPES[magic[2]]
-        offset = 4 + 4 * ndim
+        offset = f.tell()
         if os.fstat(f.fileno()).st_size - offset != int(np.prod(dims)) * dtype.itemsize:
             return None
-    if ndim == 4 and dims[3] not in (1, 3):
-        return None
+    idx_image_shape(dims, name)  # the whole file's shape in its messages
     images = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=dims)
     lo, hi = _block(dims[0], rank, world, name)
-    rows = np.asarray(images[lo:hi]).reshape(hi - lo, -1)  # (rows, h·w·c)
-    X = scale_ubyte(rows) if dtype == np.uint8 else as_float(rows)
-    image_shape = tuple(int(s) for s in dims[1:]) if ndim > 2 else None
-    if image_shape is not None and len(image_shape) == 3 and image_shape[2] == 1:
-        image_shape = image_shape[:2]
-    labels = _idx_labels(path, name, dims[0], options)
+    X, image_shape = idx_features(np.asarray(images[lo:hi]), name)
+    labels = idx_labels_for(
+        path, name, options.get("labels"), options.get("require_labels", True), dims[0]
+    )
     y = None if labels is None else labels[lo:hi]
     return Shard(Dataset(X, y, name, image_shape), lo, dims[0])
-
-
-def _idx_labels(path: Path, name: str, n: int, options: dict[str, Any]) -> np.ndarray | None:
-    """The whole labels file (one small int a row), found and checked as load_dataset does."""
-    from ._idx import _idx_label_candidates, _read_idx
-
-    labels = options.get("labels")
-    if labels is not None:
-        labels_path = Path(os.fspath(labels))
-    else:
-        found = [c for c in _idx_label_candidates(path) if c.is_file()]
-        if not found:
-            if options.get("require_labels", True):
-                load_dataset(name, **options)  # raises the loader's own message
-            return None
-        labels_path = found[0]
-    labels_name = os.fspath(labels_path)
-    y = label_array(_read_idx(labels_path, labels_name), labels_name, "the IDX labels")
-    if len(y) != n:
-        raise DataError(f"{name}: {n} images but the labels file {labels_name} has {len(y)} labels")
-    return y
 
 
 # ---------------------------------------------------------------- CSV, by records

@@ -10,7 +10,6 @@ string array ``feature_names``.
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._dataset import DataError, Dataset, as_float, label_array, reading
-from ._npz import SPARSE_KEYS, npy_header, npz_member
+from ._npz import SPARSE_KEYS, npy_claim, npz_member
 
 # A CSC matrix's rows, and any matrix's columns, are not bounded by the arrays stored:
 # refuse a claim beyond this (a hostile shape would make the CSR conversion or the
@@ -167,19 +166,17 @@ def load_npy_labels(labels: str | os.PathLike[str]) -> np.ndarray:
         size = os.stat(label_name).st_size
         with open(label_name, "rb") as f:
             try:
-                shape, dtype = npy_header(f, label_name)
+                npy_claim(
+                    f,
+                    label_name,
+                    size,
+                    "the file",
+                    f"{label_name}: an object array; crossent never unpickles",
+                )
             except DataError:
                 raise
             except ValueError as exc:
                 raise DataError(f"{label_name}: not a .npy file ({exc})") from None
-            if dtype.hasobject:
-                raise DataError(f"{label_name}: an object array; crossent never unpickles")
-            expected = math.prod(shape) * dtype.itemsize
-            if expected != size - f.tell():
-                raise DataError(
-                    f"{label_name}: its header says shape {shape} of {dtype} ({expected} "
-                    f"bytes), the file holds {size - f.tell()}"
-                )
             f.seek(0)
             arr: Any = np.load(f, allow_pickle=False)
     return np.asarray(arr)
