@@ -187,15 +187,23 @@ def _validate_sparse(X: Any, name: str) -> None:
         )
     if not X.has_canonical_format:
         raise DataError(f"{name}: sparse X must have sorted, unique indices in each row")
-    bad = np.flatnonzero(~np.isfinite(X.data))
-    if bad.size:
-        k = int(bad[0])
-        i = int(np.searchsorted(X.indptr, k, side="right")) - 1
-        j = int(X.indices[k])
+    bad = first_stored(X, ~np.isfinite(X.data))
+    if bad is not None:
+        i, j, k = bad
         raise DataError(
             f"{name}: X[{i}, {j}] (row {i}, column {j}, 0-based) is {X.data[k]}; "
             "features must be finite"
         )
+
+
+def first_stored(X: sp.csr_matrix, mask: np.ndarray) -> tuple[int, int, int] | None:
+    """(row, column, position in ``X.data``) of the first stored entry of CSR ``X`` where
+    ``mask`` (one bool per stored entry) holds; None if it holds nowhere."""
+    hits = np.flatnonzero(mask)
+    if not hits.size:
+        return None
+    k = int(hits[0])
+    return int(np.searchsorted(X.indptr, k, side="right")) - 1, int(X.indices[k]), k
 
 
 def _first_nonfinite(X: np.ndarray) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._dataset import DataError, Dataset, as_float, label_array, reading
+from ._dataset import DataError, Dataset, as_float, first_stored, label_array, reading
 from ._npz import SPARSE_KEYS, npy_header, npz_member
 
 # A CSC matrix's rows, and any matrix's columns, are not bounded by the arrays stored:
@@ -133,12 +133,11 @@ def _index_array(arr: np.ndarray) -> np.ndarray:
 def _fit_columns(X: sp.csr_matrix, name: str, n_features: int) -> sp.csr_matrix:
     """``X`` with ``n_features`` columns: padded with zeros, or a stored column beyond
     them refused."""
-    beyond = np.flatnonzero(X.indices >= n_features)
-    if beyond.size:
-        k = int(beyond[0])
-        row = int(np.searchsorted(X.indptr, k, side="right")) - 1
+    beyond = first_stored(X, X.indices >= n_features)
+    if beyond is not None:
+        row, col, _ = beyond
         raise DataError(
-            f"{name}: row {row} has a value in column {int(X.indices[k])} (0-based), beyond "
+            f"{name}: row {row} has a value in column {col} (0-based), beyond "
             f"the model's {n_features} features"
         )
     shape = (X.shape[0], n_features)

@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-from ._dataset import DataError, Dataset, reading
+from ._dataset import DataError, Dataset, first_stored, reading
 
 SVMLIGHT_SUFFIXES = (".svm", ".svmlight", ".libsvm")
 MAX_INDEX = 2**31 - 2  # the parser's indices are C ints; index + 1 must fit too
@@ -140,9 +140,9 @@ def load_svmlight(
         if X.shape[0] == 0:
             raise DataError(f"{name}: no samples (no data lines, only blanks or comments)")
         has_zero = bool(X.nnz) and int(X.indices.min()) == 0
-        if zero_based is False and has_zero:
-            k = int(np.flatnonzero(X.indices == 0)[0])
-            line = _line_of_row(path, name, int(np.searchsorted(X.indptr, k, side="right")) - 1)
+        zero = first_stored(X, X.indices == 0) if zero_based is False and has_zero else None
+        if zero is not None:
+            line = _line_of_row(path, name, zero[0])
             raise DataError(
                 f"{name}: line {line}: feature index 0 in a file read as one-based",
                 [("zero_based", "True")],
@@ -165,11 +165,11 @@ def _fit_columns(
 
     if n_features is None:
         return X
-    if X.shape[1] > n_features and X.nnz and X.indices.max() >= n_features:
-        k = int(np.flatnonzero(X.indices >= n_features)[0])
-        row = int(np.searchsorted(X.indptr, k, side="right")) - 1
+    beyond = first_stored(X, X.indices >= n_features) if X.shape[1] > n_features else None
+    if beyond is not None:
+        row, col, _ = beyond
         line = _line_of_row(path, name, row)
-        index = int(X.indices[k]) + first
+        index = col + first
         raise DataError(
             f"{name}: line {line}: feature index {index} is beyond the model's "
             f"{n_features} features (indices {first} to {n_features - 1 + first})"
@@ -180,13 +180,12 @@ def _fit_columns(
 
 def _check_values(X: sp.csr_matrix, y: np.ndarray, path: Path, name: str, first: int) -> None:
     """Refuse NaN or inf features and labels that are not integers, naming the line."""
-    bad = np.flatnonzero(~np.isfinite(X.data))
-    if bad.size:
-        k = int(bad[0])
-        row = int(np.searchsorted(X.indptr, k, side="right")) - 1
+    nonfinite = first_stored(X, ~np.isfinite(X.data))
+    if nonfinite is not None:
+        row, col, k = nonfinite
         raise DataError(
             f"{name}: line {_line_of_row(path, name, row)}: value {X.data[k]} of feature "
-            f"{int(X.indices[k]) + first}; features must be finite"
+            f"{col + first}; features must be finite"
         )
     bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)) | (np.abs(y) >= 2**53))
     if bad.size:
