@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-from ._dataset import DataError, Dataset, first_stored, reading
+from ._dataset import DataError, Dataset, first_stored, fit_columns, reading, with_columns
 
 SVMLIGHT_SUFFIXES = (".svm", ".svmlight", ".libsvm")
 MAX_INDEX = 2**31 - 2  # the parser's indices are C ints; index + 1 must fit too
@@ -125,7 +125,6 @@ def load_svmlight(
         The columns wanted (a model's): a file with fewer is padded with zero columns, an
         index beyond them is refused naming its line.
     """
-    import scipy.sparse as sp
     from sklearn.datasets import load_svmlight_file
 
     with reading(name):
@@ -150,32 +149,19 @@ def load_svmlight(
         first = 0 if zero_based or (zero_based is None and has_zero) else 1
         if first == 1:  # (n, max index) one-based: index i is column i - 1, shifted in place
             X.indices -= 1
-            shape = (X.shape[0], max(X.shape[1] - 1, 1))
-            X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
-        X = _fit_columns(X, path, name, first, n_features)
+            X = with_columns(X, max(X.shape[1] - 1, 1))
+        if n_features is not None:
+            X = fit_columns(
+                X,
+                n_features,
+                lambda row, col: (
+                    f"{name}: line {_line_of_row(path, name, row)}: feature "
+                    f"index {col + first} is beyond the model's {n_features} features "
+                    f"(indices {first} to {n_features - 1 + first})"
+                ),
+            )
         _check_values(X, y, path, name, first)
     return Dataset(X, y.astype(np.int64), name, first_index=first)  # (n,) integral labels
-
-
-def _fit_columns(
-    X: sp.csr_matrix, path: Path, name: str, first: int, n_features: int | None
-) -> sp.csr_matrix:
-    """``X`` with ``n_features`` columns: padded with zeros, or an index beyond refused."""
-    import scipy.sparse as sp
-
-    if n_features is None:
-        return X
-    beyond = first_stored(X, X.indices >= n_features) if X.shape[1] > n_features else None
-    if beyond is not None:
-        row, col, _ = beyond
-        line = _line_of_row(path, name, row)
-        index = col + first
-        raise DataError(
-            f"{name}: line {line}: feature index {index} is beyond the model's "
-            f"{n_features} features (indices {first} to {n_features - 1 + first})"
-        )
-    shape = (X.shape[0], n_features)
-    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
 
 
 def _check_values(X: sp.csr_matrix, y: np.ndarray, path: Path, name: str, first: int) -> None:
