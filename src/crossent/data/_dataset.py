@@ -7,7 +7,7 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -187,15 +187,44 @@ def _validate_sparse(X: Any, name: str) -> None:
         )
     if not X.has_canonical_format:
         raise DataError(f"{name}: sparse X must have sorted, unique indices in each row")
-    bad = np.flatnonzero(~np.isfinite(X.data))
-    if bad.size:
-        k = int(bad[0])
-        i = int(np.searchsorted(X.indptr, k, side="right")) - 1
-        j = int(X.indices[k])
+    bad = first_stored(X, ~np.isfinite(X.data))
+    if bad is not None:
+        i, j, k = bad
         raise DataError(
             f"{name}: X[{i}, {j}] (row {i}, column {j}, 0-based) is {X.data[k]}; "
             "features must be finite"
         )
+
+
+def first_stored(X: sp.csr_matrix, mask: np.ndarray) -> tuple[int, int, int] | None:
+    """(row, column, position in ``X.data``) of the first stored entry of CSR ``X`` where
+    ``mask`` (one bool per stored entry) holds; None if it holds nowhere."""
+    hits = np.flatnonzero(mask)
+    if not hits.size:
+        return None
+    k = int(hits[0])
+    return int(np.searchsorted(X.indptr, k, side="right")) - 1, int(X.indices[k]), k
+
+
+def with_columns(X: sp.csr_matrix, n_columns: int) -> sp.csr_matrix:
+    """CSR ``X`` with ``n_columns`` columns, sharing its arrays (no copy, no check)."""
+    import scipy.sparse as sp
+
+    shape = (X.shape[0], n_columns)
+    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
+
+
+def fit_columns(
+    X: sp.csr_matrix, n_features: int, beyond: Callable[[int, int], str]
+) -> sp.csr_matrix:
+    """CSR ``X`` with ``n_features`` columns: padded with zeros, or, if a stored entry lies
+    at or beyond them, :class:`DataError` with the message ``beyond(row, column)`` for the
+    first one."""
+    if X.shape[1] > n_features:
+        found = first_stored(X, X.indices >= n_features)
+        if found is not None:
+            raise DataError(beyond(found[0], found[1]))
+    return with_columns(X, n_features)
 
 
 def _first_nonfinite(X: np.ndarray) -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._dataset import DataError, Dataset, as_float, label_array, reading
+from ._dataset import DataError, Dataset, as_float, fit_columns, label_array, reading
 from ._npz import SPARSE_KEYS, npy_claim, npz_member
 
 # A CSC matrix's rows, and any matrix's columns, are not bounded by the arrays stored:
@@ -60,7 +60,14 @@ def load_sparse_npz(
         raise DataError(f"{name}: {X.shape[0]} rows but {len(labels_array)} labels (in {source})")
     feature_names = None if names is None else _feature_names(names, name, X.shape[1])
     if n_features is not None and n_features != X.shape[1]:
-        X = _fit_columns(X, name, n_features)
+        X = fit_columns(
+            X,
+            n_features,
+            lambda row, col: (
+                f"{name}: row {row} has a value in column {col} (0-based), "
+                f"beyond the model's {n_features} features"
+            ),
+        )
         feature_names = None  # padded columns have no names
     return Dataset(X, labels_array, name, feature_names=feature_names)
 
@@ -127,21 +134,6 @@ def _index_array(arr: np.ndarray) -> np.ndarray:
     if arr.dtype in (np.int32, np.int64) and arr.dtype.isnative:
         return arr
     return arr.astype(np.int64)
-
-
-def _fit_columns(X: sp.csr_matrix, name: str, n_features: int) -> sp.csr_matrix:
-    """``X`` with ``n_features`` columns: padded with zeros, or a stored column beyond
-    them refused."""
-    beyond = np.flatnonzero(X.indices >= n_features)
-    if beyond.size:
-        k = int(beyond[0])
-        row = int(np.searchsorted(X.indptr, k, side="right")) - 1
-        raise DataError(
-            f"{name}: row {row} has a value in column {int(X.indices[k])} (0-based), beyond "
-            f"the model's {n_features} features"
-        )
-    shape = (X.shape[0], n_features)
-    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
 
 
 def _feature_names(names: np.ndarray, name: str, n_cols: int) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-from ._dataset import DataError, Dataset, reading
+from ._dataset import DataError, Dataset, first_stored, fit_columns, reading, with_columns
 
 SVMLIGHT_SUFFIXES = (".svm", ".svmlight", ".libsvm")
 MAX_INDEX = 2**31 - 2  # the parser's indices are C ints; index + 1 must fit too
@@ -125,7 +125,6 @@ def load_svmlight(
         The columns wanted (a model's): a file with fewer is padded with zero columns, an
         index beyond them is refused naming its line.
     """
-    import scipy.sparse as sp
     from sklearn.datasets import load_svmlight_file
 
     with reading(name):
@@ -140,9 +139,9 @@ def load_svmlight(
         if X.shape[0] == 0:
             raise DataError(f"{name}: no samples (no data lines, only blanks or comments)")
         has_zero = bool(X.nnz) and int(X.indices.min()) == 0
-        if zero_based is False and has_zero:
-            k = int(np.flatnonzero(X.indices == 0)[0])
-            line = _line_of_row(path, name, int(np.searchsorted(X.indptr, k, side="right")) - 1)
+        zero = first_stored(X, X.indices == 0) if zero_based is False and has_zero else None
+        if zero is not None:
+            line = _line_of_row(path, name, zero[0])
             raise DataError(
                 f"{name}: line {line}: feature index 0 in a file read as one-based",
                 [("zero_based", "True")],
@@ -150,43 +149,29 @@ def load_svmlight(
         first = 0 if zero_based or (zero_based is None and has_zero) else 1
         if first == 1:  # (n, max index) one-based: index i is column i - 1, shifted in place
             X.indices -= 1
-            shape = (X.shape[0], max(X.shape[1] - 1, 1))
-            X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
-        X = _fit_columns(X, path, name, first, n_features)
+            X = with_columns(X, max(X.shape[1] - 1, 1))
+        if n_features is not None:
+            X = fit_columns(
+                X,
+                n_features,
+                lambda row, col: (
+                    f"{name}: line {_line_of_row(path, name, row)}: feature "
+                    f"index {col + first} is beyond the model's {n_features} features "
+                    f"(indices {first} to {n_features - 1 + first})"
+                ),
+            )
         _check_values(X, y, path, name, first)
     return Dataset(X, y.astype(np.int64), name, first_index=first)  # (n,) integral labels
 
 
-def _fit_columns(
-    X: sp.csr_matrix, path: Path, name: str, first: int, n_features: int | None
-) -> sp.csr_matrix:
-    """``X`` with ``n_features`` columns: padded with zeros, or an index beyond refused."""
-    import scipy.sparse as sp
-
-    if n_features is None:
-        return X
-    if X.shape[1] > n_features and X.nnz and X.indices.max() >= n_features:
-        k = int(np.flatnonzero(X.indices >= n_features)[0])
-        row = int(np.searchsorted(X.indptr, k, side="right")) - 1
-        line = _line_of_row(path, name, row)
-        index = int(X.indices[k]) + first
-        raise DataError(
-            f"{name}: line {line}: feature index {index} is beyond the model's "
-            f"{n_features} features (indices {first} to {n_features - 1 + first})"
-        )
-    shape = (X.shape[0], n_features)
-    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=shape, copy=False)
-
-
 def _check_values(X: sp.csr_matrix, y: np.ndarray, path: Path, name: str, first: int) -> None:
     """Refuse NaN or inf features and labels that are not integers, naming the line."""
-    bad = np.flatnonzero(~np.isfinite(X.data))
-    if bad.size:
-        k = int(bad[0])
-        row = int(np.searchsorted(X.indptr, k, side="right")) - 1
+    nonfinite = first_stored(X, ~np.isfinite(X.data))
+    if nonfinite is not None:
+        row, col, k = nonfinite
         raise DataError(
             f"{name}: line {_line_of_row(path, name, row)}: value {X.data[k]} of feature "
-            f"{int(X.indices[k]) + first}; features must be finite"
+            f"{col + first}; features must be finite"
         )
     bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)) | (np.abs(y) >= 2**53))
     if bad.size:
