@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from crossent import _kernel
 from crossent._array import Array, check_floating, check_probabilities, namespace, stop_gradient
 from crossent._threads import check_n_threads, map_row_blocks, resolve_n_threads
 from crossent.softmax import row_shift, shifted_logits, widened
@@ -398,10 +399,23 @@ def _threads_for(logits: np.ndarray, n_threads: int | None) -> int:
 def _index_loss_grad_parallel(
     logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, scale: float, n_threads: int
 ) -> tuple[float, np.ndarray]:
-    """:func:`_index_loss_grad_inplace` on a copy of ``logits``, row blocks on threads."""
-    grad = np.empty(logits.shape, dtype=_work_dtype(logits))  # (n, C), C-contiguous
+    """:func:`_index_loss_grad_inplace` on a copy of ``logits``, row blocks on threads.
+
+    The compiled kernel reads ``logits`` and writes the gradient in one pass (no copy).
+    """
+    work_dtype = _work_dtype(logits)
+    grad = np.empty(logits.shape, dtype=work_dtype)  # (n, C), C-contiguous
+    direct = _kernel.available(work_dtype) and logits.dtype == work_dtype
+    if direct:
+        logits = np.ascontiguousarray(logits)
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        row_weight = np.ascontiguousarray(row_weight, dtype=np.float64)
 
     def work(rows: slice) -> float:
+        if direct:
+            return _compiled_loss_grad(
+                logits[rows], grad[rows], index[rows], row_weight[rows], scale, rows.start
+            )
         np.copyto(grad[rows], logits[rows])
         return _index_loss_grad_inplace(
             grad[rows], index[rows], row_weight[rows], scale, first_row=rows.start
@@ -409,6 +423,26 @@ def _index_loss_grad_parallel(
 
     total = float(sum(map_row_blocks(work, logits.shape[0], n_threads)))
     return total, grad.astype(logits.dtype, copy=False)
+
+
+def _compiled_loss_grad(
+    logits: np.ndarray,
+    out: np.ndarray,
+    index: np.ndarray,
+    row_weight: np.ndarray,
+    scale: float,
+    first_row: int,
+    *,
+    bias: np.ndarray | None = None,
+    col_sums: np.ndarray | None = None,
+) -> float:
+    """The compiled kernel (:func:`crossent._kernel.loss_grad`), raising on undefined rows."""
+    total, bad_row = _kernel.loss_grad(
+        logits, out, index, row_weight, scale, bias=bias, col_sums=col_sums
+    )
+    if bad_row >= 0:
+        _raise_undefined_row(first_row + bad_row)
+    return total
 
 
 def _work_dtype(logits: np.ndarray) -> np.dtype:
@@ -422,10 +456,23 @@ def _index_nll_parallel(
     """Per-sample ``s_i (lse(z_i) − z_{i k_i})`` (float64, ``(n,)``) without a gradient.
 
     Works through cache-sized row chunks of a scratch buffer per thread; ``logits`` is
-    only read.
+    only read. The compiled kernel reads each row once for its max and once for its
+    normaliser, without scratch.
     """
     n, n_classes = logits.shape
     losses = np.zeros(n, dtype=np.float64)
+    if _kernel.available(logits.dtype):
+        logits = np.ascontiguousarray(logits)
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        row_weight = np.ascontiguousarray(row_weight, dtype=np.float64)
+
+        def compiled(rows: slice) -> None:
+            bad_row = _kernel.nll(logits[rows], index[rows], row_weight[rows], losses[rows])
+            if bad_row >= 0:
+                _raise_undefined_row(rows.start + bad_row)
+
+        map_row_blocks(compiled, n, n_threads)
+        return losses
     chunk = max(1, _CHUNK_ENTRIES // max(n_classes, 1))
 
     def work(rows: slice) -> None:
@@ -491,7 +538,34 @@ def _index_loss_grad_inplace(
     refuse negative weights; this keeps the two consistent), and may hold anything (their
     gradient rows are zeroed). ``first_row`` numbers the rows in error
     messages when ``scores`` is a chunk of a larger batch.
+
+    Runs the compiled kernel of :mod:`crossent._kernel` (one read of each row for its max,
+    one for the exponentials and normaliser, one to scale it, while it is in cache) when it
+    is built and enabled, else :func:`_numpy_loss_grad_inplace`; the two agree to rounding.
     """
+    if scores.shape[0] == 0:
+        return 0.0
+    if _kernel.available(scores.dtype) and scores.flags.c_contiguous:
+        return _compiled_loss_grad(
+            scores,
+            scores,
+            np.ascontiguousarray(index, dtype=np.int64),
+            np.ascontiguousarray(row_weight, dtype=np.float64),
+            scale,
+            first_row,
+        )
+    return _numpy_loss_grad_inplace(scores, index, row_weight, scale, first_row=first_row)
+
+
+def _numpy_loss_grad_inplace(
+    scores: np.ndarray,
+    index: np.ndarray,
+    row_weight: np.ndarray,
+    scale: float = 1.0,
+    *,
+    first_row: int = 0,
+) -> float:
+    """:func:`_index_loss_grad_inplace` in NumPy: the fallback, and the tests' oracle."""
     if scores.shape[0] == 0:
         return 0.0
     nll, norm, positive = _shifted_exp_inplace(scores, index, row_weight, first_row)

@@ -34,8 +34,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from crossent._stats import max_abs
-from crossent._threads import check_n_threads, map_row_blocks, resolve_n_threads
-from crossent.loss import _index_loss_grad_inplace
+from crossent._threads import (
+    check_n_threads,
+    map_row_blocks,
+    resolve_n_threads,
+    single_threaded_blas,
+)
+from crossent import _kernel
+from crossent.loss import _compiled_loss_grad, _index_loss_grad_inplace
 
 __all__ = ["LinearSoftmaxObjective", "loss_gradient"]
 
@@ -139,7 +145,10 @@ class LinearSoftmaxObjective:
         work = _SPARSE_WORK * self.X.nnz if sparse else float(n) * d
         n_threads = resolve_n_threads(self.n_threads, work * self.n_classes)
         n_blocks = min(n_threads, -(-n // self.chunk_rows))  # no more blocks than chunks
-        parts = map_row_blocks(lambda rows: self._pass(weights, bias, rows), n, n_blocks)
+        # BLAS on one thread even for one block: a chunk's products are small, and BLAS's own
+        # threads spend more on hand-offs than they save (and compete with ours)
+        with single_threaded_blas():
+            parts = map_row_blocks(lambda rows: self._pass(weights, bias, rows), n, n_blocks)
         data_loss = sum(p[0] for p in parts)
         grad_coef, grad_intercept = parts[0][1], parts[0][2]  # fresh float64 buffers
         for _, block_coef, block_intercept in parts[1:]:
@@ -179,6 +188,9 @@ class LinearSoftmaxObjective:
         grad_coef = None if sparse else np.zeros((n_classes, n_features), dtype=np.float64)
         grad_intercept = np.zeros(n_classes, dtype=np.float64)
         loss = 0.0
+        compiled = _kernel.available(dtype)
+        labels = np.ascontiguousarray(self.y, dtype=np.int64) if compiled else self.y
+        col_sums = grad_intercept if self.fit_intercept else None
         for start in range(rows.start, rows.stop, self.chunk_rows):
             stop = min(start + self.chunk_rows, rows.stop)
             X_chunk = _csr_rows(self.X, start, stop) if sparse else self.X[start:stop]
@@ -187,15 +199,29 @@ class LinearSoftmaxObjective:
                 scores[...] = X_chunk @ weights.T  # (rows, C), sparse × dense
             else:
                 np.matmul(X_chunk, weights.T, out=scores)
-            if bias is not None:
-                scores += bias
-            loss += _index_loss_grad_inplace(
-                scores,
-                self.y[start:stop],
-                self.sample_weight[start:stop],
-                self._grad_scale,
-                first_row=start,
-            )
+            if compiled:  # + bias, loss, gradient rows and their column sums: one pass
+                loss += _compiled_loss_grad(
+                    scores,
+                    scores,
+                    labels[start:stop],
+                    self.sample_weight[start:stop],
+                    self._grad_scale,
+                    start,
+                    bias=bias,
+                    col_sums=col_sums,
+                )
+            else:
+                if bias is not None:
+                    scores += bias
+                loss += _index_loss_grad_inplace(
+                    scores,
+                    self.y[start:stop],
+                    self.sample_weight[start:stop],
+                    self._grad_scale,
+                    first_row=start,
+                )
+                if col_sums is not None:  # within a chunk in the data's dtype
+                    col_sums += scores.sum(axis=0)
             if sparse:  # (d, C) = X_cᵀ G, sparse × dense; the first one becomes the sum
                 product = X_chunk.T @ scores
                 if grad_coef is None:
@@ -205,8 +231,6 @@ class LinearSoftmaxObjective:
             else:
                 np.matmul(scores.T, X_chunk, out=chunk_grad)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
                 grad_coef += chunk_grad
-            if self.fit_intercept:  # within a chunk in the data's dtype, as the product is
-                grad_intercept += scores.sum(axis=0)
         if grad_coef is None:  # a sparse block without rows
             grad_coef = np.zeros((n_features, n_classes), dtype=np.float64)  # (d, C)
         return loss, grad_coef, grad_intercept

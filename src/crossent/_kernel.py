@@ -1,0 +1,173 @@
+"""The compiled loss kernels of ``_kernel.c``, loaded with ctypes; None where not built.
+
+The C file is built by ``pip install`` (``setup.py``, optional: no compiler, no kernel) into
+the shared object ``crossent/_ckernel<EXTENSION_SUFFIX>``. It is loaded with :mod:`ctypes`
+rather than imported: ctypes releases the GIL for the length of each call, which is what
+lets the row blocks of :mod:`crossent._threads` run the kernel in parallel.
+
+``CROSSENT_KERNEL=numpy`` in the environment (read at import) forces the NumPy kernel of
+:mod:`crossent.loss`; tests switch at run time by setting :data:`ENABLED`. The NumPy kernel
+is the reference: the compiled one computes the same quantities (see ``_kernel.c``),
+
+.. math::
+
+    L = \\sum_i s_i (\\log \\sum_j e^{z_{ij} - m_i} + m_i - z_{i k_i}), \\qquad
+    G_{ij} = \\mathrm{scale} \\cdot s_i (\\hat y_{ij} - \\delta_{j k_i}),
+
+with each row's normaliser and the loss accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ENABLED", "LIBRARY", "available", "exp", "loss_grad", "nll"]
+
+_ABI_VERSION = 1
+
+
+def _load() -> ctypes.CDLL | None:
+    """The built shared object next to this module, or None (not built, or stale)."""
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_ckernel{suffix}"
+        if not path.is_file():
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:
+            continue
+        if not hasattr(lib, "ce_abi_version") or lib.ce_abi_version() != _ABI_VERSION:
+            continue
+        _declare(lib)
+        return lib
+    return None
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    ptr, size, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    for suffix in ("f32", "f64"):
+        fn = getattr(lib, f"ce_loss_grad_{suffix}")
+        # in, out, rows, C, bias, index, weight, scale, col_sums, bad_row
+        fn.argtypes = [ptr, ptr, size, size, ptr, ptr, ptr, f64, ptr, ptr]
+        fn.restype = f64
+        fn = getattr(lib, f"ce_nll_{suffix}")
+        # in, rows, C, bias, index, weight, losses, bad_row
+        fn.argtypes = [ptr, size, size, ptr, ptr, ptr, ptr, ptr]
+        fn.restype = None
+        fn = getattr(lib, f"ce_exp_{suffix}")
+        fn.argtypes = [ptr, ptr, size]
+        fn.restype = None
+
+
+LIBRARY: ctypes.CDLL | None = _load()
+#: Whether the loss kernels use :data:`LIBRARY` (False: the NumPy kernel). Tests may set it.
+ENABLED: bool = LIBRARY is not None and os.environ.get("CROSSENT_KERNEL", "") != "numpy"
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def available(dtype: np.dtype) -> bool:
+    """Whether the compiled kernel is on and handles ``dtype`` (float32 or float64)."""
+    return ENABLED and np.dtype(dtype) in _SUFFIX
+
+
+def _address(array: np.ndarray | None) -> int | None:
+    return None if array is None else array.ctypes.data
+
+
+def _check(scores: np.ndarray, index: np.ndarray, row_weight: np.ndarray) -> None:
+    if not (scores.ndim == 2 and scores.flags.c_contiguous and scores.dtype in _SUFFIX):
+        raise TypeError(
+            f"the kernel needs (rows, C) C-contiguous float32/float64 scores, got "
+            f"{scores.dtype} {scores.shape}"
+        )
+    rows = scores.shape[0]
+    if index.dtype != np.int64 or index.shape != (rows,) or not index.flags.c_contiguous:
+        raise TypeError(f"index must be C-contiguous int64 of shape ({rows},)")
+    if row_weight.dtype != np.float64 or row_weight.shape != (rows,):
+        raise TypeError(f"row_weight must be float64 of shape ({rows},)")
+    if not row_weight.flags.c_contiguous:
+        raise TypeError("row_weight must be C-contiguous")
+
+
+def loss_grad(
+    logits: np.ndarray,
+    out: np.ndarray,
+    index: np.ndarray,
+    row_weight: np.ndarray,
+    scale: float,
+    *,
+    bias: np.ndarray | None = None,
+    col_sums: np.ndarray | None = None,
+) -> tuple[float, int]:
+    """``Σ_i s_i (lse_i − z_{ik_i})`` and ``out = scale · s_i (ŷ_i − e_{k_i})``, one pass.
+
+    ``z = logits + bias``; ``out`` (same shape and dtype) may be ``logits`` itself. Adds the
+    columns of the gradient into ``col_sums`` ``(C,)`` float64 when given. Returns
+    ``(loss, bad_row)``: ``bad_row`` the first row of positive weight whose log-sum-exp is
+    not finite (the loss is then partial and ``out`` undefined), else -1. Indices must lie
+    in ``[0, C)`` (not checked here).
+    """
+    assert LIBRARY is not None
+    _check(logits, index, row_weight)
+    dtype = logits.dtype
+    if out.shape != logits.shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise TypeError("out must match logits: same shape and dtype, C-contiguous")
+    if bias is not None and (bias.dtype != dtype or bias.shape != logits.shape[1:]):
+        raise TypeError(f"bias must have shape ({logits.shape[1]},) and dtype {dtype}")
+    if col_sums is not None and (
+        col_sums.dtype != np.float64 or col_sums.shape != (logits.shape[1],)
+    ):
+        raise TypeError(f"col_sums must be float64 of shape ({logits.shape[1]},)")
+    bad = ctypes.c_int64(-1)
+    total = getattr(LIBRARY, f"ce_loss_grad_{_SUFFIX[dtype]}")(
+        logits.ctypes.data,
+        out.ctypes.data,
+        logits.shape[0],
+        logits.shape[1],
+        _address(bias),
+        index.ctypes.data,
+        row_weight.ctypes.data,
+        float(scale),
+        _address(col_sums),
+        ctypes.byref(bad),
+    )
+    return float(total), int(bad.value)
+
+
+def nll(logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, losses: np.ndarray) -> int:
+    """``losses[i] = s_i (lse_i − z_{ik_i})`` (0 where ``s_i <= 0``), reading ``logits`` only.
+
+    ``losses`` is ``(rows,)`` float64 C-contiguous. Returns the first undefined row, or -1.
+    """
+    assert LIBRARY is not None
+    _check(logits, index, row_weight)
+    if losses.dtype != np.float64 or losses.shape != index.shape or not losses.flags.c_contiguous:
+        raise TypeError("losses must be C-contiguous float64 of shape (rows,)")
+    bad = ctypes.c_int64(-1)
+    getattr(LIBRARY, f"ce_nll_{_SUFFIX[logits.dtype]}")(
+        logits.ctypes.data,
+        logits.shape[0],
+        logits.shape[1],
+        None,
+        index.ctypes.data,
+        row_weight.ctypes.data,
+        losses.ctypes.data,
+        ctypes.byref(bad),
+    )
+    return int(bad.value)
+
+
+def exp(x: np.ndarray) -> np.ndarray:
+    """The kernel's own ``exp`` of ``x <= 0`` (float32 or float64), for accuracy tests."""
+    assert LIBRARY is not None
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    getattr(LIBRARY, f"ce_exp_{_SUFFIX[x.dtype]}")(x.ctypes.data, out.ctypes.data, x.size)
+    return out
