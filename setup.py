@@ -16,7 +16,7 @@ if sys.platform == "win32":
     compile_args = ["/O2", "/fp:precise"]
 else:
     # -fopenmp-simd: the `omp simd` reductions only, no OpenMP runtime
-    compile_args = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11"]
+    compile_args = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11"]
 
 setup(
     ext_modules=[

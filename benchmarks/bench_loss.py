@@ -1,15 +1,26 @@
-"""Time crossent's loss + analytic gradient against torch's cross_entropy forward + backward.
+"""Time crossent's loss kernels against torch's cross_entropy on the CPU, and against the
+NumPy fallback kernel.
 
-Same logits (4096, 1000) float32 and class indices, one process, CPU; prints a table and
-writes benchmarks/results/bench_loss.json. Torch uses its default intra-op threads.
+For each shape (rows, classes) and dtype, on one thread and on all cores, in one process:
 
-    python benchmarks/bench_loss.py
+- ``loss+grad``: :func:`crossent.softmax_cross_entropy_with_grad` vs torch forward+backward,
+- ``forward``: :func:`crossent.softmax_cross_entropy` vs torch forward (no grad),
+
+each with the compiled kernel (``_kernel.ENABLED = True``) and the NumPy fallback (False: the
+``CROSSENT_KERNEL=numpy`` path). The cases run in interleaved rounds (so drifting machine
+load hits them alike) and the medians are compared. Prints a table of ratios and writes
+``benchmarks/results/bench_loss.json``.
+
+    python benchmarks/bench_loss.py            # all shapes, float32 and float64
+    python benchmarks/bench_loss.py --quick    # fewer rounds
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +28,46 @@ import torch
 import torch.nn.functional as F
 
 import crossent
-from _timing import timings
-from crossent import softmax_cross_entropy, softmax_cross_entropy_with_grad
+from crossent import _kernel, softmax_cross_entropy, softmax_cross_entropy_with_grad
+from crossent._threads import available_cores
 
 RESULTS = Path(__file__).parent / "results" / "bench_loss.json"
-SHAPE = (4096, 1000)
+SHAPES = [(4096, 10), (4096, 1000), (1024, 32000), (256, 128000), (65536, 10)]
+DTYPES = ["float32", "float64"]
 
 
-def best_of(fn, repeat=20):
-    times = timings(fn, repeat)
-    return float(np.median(times)), float(min(times))
+def interleaved_medians(cases: dict, rounds: int, per_round: int) -> dict[str, float]:
+    """Median seconds of each case over ``rounds`` interleaved rounds of ``per_round`` calls."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():  # warm-up
+        fn()
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def main():
+def with_kernel(enabled: bool, fn):
+    def run():
+        saved = _kernel.ENABLED
+        _kernel.ENABLED = enabled
+        try:
+            return fn()
+        finally:
+            _kernel.ENABLED = saved
+
+    return run
+
+
+def bench_one(shape, dtype, threads, rounds) -> dict[str, float]:
     rng = np.random.default_rng(0)
-    logits = (rng.standard_normal(SHAPE) * 3).astype(np.float32)
-    target = rng.integers(0, SHAPE[1], SHAPE[0])
-    logits_t = torch.from_numpy(logits)
-    target_t = torch.from_numpy(target)
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = rng.integers(0, shape[1], shape[0])
+    logits_t, target_t = torch.from_numpy(logits), torch.from_numpy(target)
+    n_threads = threads
 
     def torch_fwd_bwd():
         z = logits_t.detach().requires_grad_(True)
@@ -45,38 +78,108 @@ def main():
         with torch.no_grad():
             return F.cross_entropy(logits_t, target_t)
 
+    def ce_grad():
+        return softmax_cross_entropy_with_grad(logits, target, n_threads=n_threads)
+
+    def ce_loss():
+        return softmax_cross_entropy(logits, target, n_threads=n_threads)
+
+    # everyone agrees before anything is timed
+    loss, grad = with_kernel(True, ce_grad)()
+    grad_t = torch_fwd_bwd().numpy()
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    assert np.allclose(grad, grad_t, rtol=tol, atol=tol / shape[1]), "gradients disagree"
+    for enabled in (True, False):
+        value = float(with_kernel(enabled, ce_loss)())
+        assert abs(value - float(torch_fwd())) < tol * abs(value), "losses disagree"
+
     cases = {
-        "crossent loss+grad (numpy)": lambda: softmax_cross_entropy_with_grad(logits, target),
-        "torch forward+backward": torch_fwd_bwd,
-        "crossent loss (numpy)": lambda: softmax_cross_entropy(logits, target),
+        "loss+grad kernel": with_kernel(True, ce_grad),
+        "loss+grad numpy": with_kernel(False, ce_grad),
+        "torch fwd+bwd": torch_fwd_bwd,
+        "forward kernel": with_kernel(True, ce_loss),
+        "forward numpy": with_kernel(False, ce_loss),
         "torch forward": torch_fwd,
     }
-    # the two agree before anything is timed
-    loss, grad = softmax_cross_entropy_with_grad(logits, target)
-    grad_t = torch_fwd_bwd().numpy()
-    assert np.allclose(grad, grad_t, rtol=1e-4, atol=1e-9), "gradients disagree"
-    assert abs(float(loss) - float(torch_fwd())) < 1e-5 * float(loss), "losses disagree"
+    size = shape[0] * shape[1]
+    per_round = max(1, min(10, int(2e6 // size)))
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        medians = interleaved_medians(cases, rounds, per_round)
+    finally:
+        torch.set_num_threads(torch_threads)
+    return {name: seconds * 1e3 for name, seconds in medians.items()}
 
-    rows = {}
-    for name, fn in cases.items():
-        median, best = best_of(fn)
-        rows[name] = {"median_ms": median * 1e3, "min_ms": best * 1e3}
-    base = rows["torch forward+backward"]["median_ms"]
-    print(f"{'case':30s} {'median ms':>10s} {'min ms':>8s} {'vs torch fwd+bwd':>17s}")
-    for name, r in rows.items():
-        ratio = r["median_ms"] / base
-        print(f"{name:30s} {r['median_ms']:10.2f} {r['min_ms']:8.2f} {ratio:17.2f}")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
+    parser.add_argument("--shapes", help="e.g. 4096x1000,1024x32000 (default: all five)")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    args = parser.parse_args()
+    if _kernel.LIBRARY is None:
+        raise SystemExit("the compiled kernel is not built: pip install . (or build_ext)")
+    shapes = SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    rounds = 3 if args.quick else 7
+    cores = available_cores()
+    thread_counts = [1] if cores == 1 else [1, cores]
+
+    rows = []
+    header = (
+        f"{'shape':>13s} {'dtype':>7s} {'thr':>3s} | {'grad ms':>8s} {'/torch':>6s} "
+        f"{'/numpy':>6s} | {'fwd ms':>7s} {'/torch':>6s} {'/numpy':>6s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for shape in shapes:
+        for dtype in args.dtypes.split(","):
+            for threads in thread_counts:
+                ms = bench_one(shape, dtype, threads, rounds)
+                row = {"shape": list(shape), "dtype": dtype, "threads": threads, "ms": ms}
+                row["grad_vs_torch"] = ms["loss+grad kernel"] / ms["torch fwd+bwd"]
+                row["grad_vs_numpy"] = ms["loss+grad kernel"] / ms["loss+grad numpy"]
+                row["fwd_vs_torch"] = ms["forward kernel"] / ms["torch forward"]
+                row["fwd_vs_numpy"] = ms["forward kernel"] / ms["forward numpy"]
+                rows.append(row)
+                print(
+                    f"{'x'.join(map(str, shape)):>13s} {dtype:>7s} {threads:3d} | "
+                    f"{ms['loss+grad kernel']:8.2f} {row['grad_vs_torch']:6.2f} "
+                    f"{row['grad_vs_numpy']:6.2f} | {ms['forward kernel']:7.2f} "
+                    f"{row['fwd_vs_torch']:6.2f} {row['fwd_vs_numpy']:6.2f}",
+                    flush=True,
+                )
+    scaling = {}
+    for r1 in rows:
+        for r2 in rows:
+            same = r1["shape"] == r2["shape"] and r1["dtype"] == r2["dtype"]
+            if same and r1["threads"] == 1 and r2["threads"] > 1:
+                key = f"{'x'.join(map(str, r1['shape']))} {r1['dtype']}"
+                scaling[key] = {
+                    "loss+grad": r1["ms"]["loss+grad kernel"] / r2["ms"]["loss+grad kernel"],
+                    "torch fwd+bwd": r1["ms"]["torch fwd+bwd"] / r2["ms"]["torch fwd+bwd"],
+                }
+    if scaling:
+        print(f"\n1 → {thread_counts[-1]} threads speed-up, loss+grad (crossent / torch):")
+        for key, value in scaling.items():
+            print(f"  {key:>20s}: {value['loss+grad']:.2f} / {value['torch fwd+bwd']:.2f}")
     meta = {
-        "shape": SHAPE,
-        "dtype": "float32",
         "crossent": crossent.__version__,
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cores": cores,
+        "rounds": rounds,
+        "note": "ms are medians over interleaved rounds; ratios < 1 mean crossent is faster",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps({"meta": meta, "rows": rows, "thread_scaling": scaling}, indent=2) + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

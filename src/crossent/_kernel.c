@@ -23,6 +23,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Function multiversioning: AVX-512 / AVX2+FMA / baseline clones chosen at load time by
@@ -45,7 +46,7 @@
 #else
 #define CE_PRAGMA(x)
 #endif
-#define CE_SIMD_MAX CE_PRAGMA(omp simd reduction(max : m) reduction(| : nan))
+#define CE_SIMD_MAX CE_PRAGMA(omp simd reduction(max : m))
 #define CE_SIMD_SUM CE_PRAGMA(omp simd reduction(+ : norm))
 
 typedef int64_t idx_t;
@@ -126,31 +127,172 @@ CE_INLINE double ce_exp(double x) {
  *       float64 or NULL: the gradient's column sums are added into it.
  *   ce_nll_<s>(in, rows, C, bias, index, weight, losses, bad_row)
  *       losses[i] = s_i (lse_i - z_ik) (0 where s_i <= 0); in is only read.
+ *
+ * Rows are taken in blocks of about CE_BLOCK entries (one row when C is larger), so that
+ * short rows (C = 10) still run the exponentials as one long vector loop:
+ *   1. per row: m = max_j z_j (a NaN does not survive the exp: it is caught in N below);
+ *   2. e = exp(z - m) into the output (or scratch), one flat loop over the block;
+ *   3. per row: N = sum_j e_j in float64 with 16 independent accumulators;
+ *   4. per row: the loss, then the gradient row scaled in place (and its column sums).
+ * Steps 1-4 touch a block while it sits in L1/L2.
  */
+#define CE_BLOCK 2048
+#define CE_SMALL 32 /* the most classes of a short row */
+
+/* sum of n values in float64; 16 lanes, then a tree: no long dependency chain */
+#define CE_DEFINE_SUM(S, real)                                                                \
+    CE_INLINE double ce_sum_##S(const real *e, idx_t n) {                                     \
+        double acc[16] = {0};                                                                 \
+        idx_t j = 0;                                                                          \
+        for (; j + 16 <= n; j += 16)                                                          \
+            for (int l = 0; l < 16; ++l) acc[l] += (double)e[j + l];                          \
+        for (int l = 0; j < n; ++j, ++l) acc[l] += (double)e[j];                              \
+        for (int w = 8; w > 0; w /= 2)                                                        \
+            for (int l = 0; l < w; ++l) acc[l] += acc[l + w];                                 \
+        return acc[0];                                                                        \
+    }
+
 #define CE_DEFINE(S, real, EXP)                                                               \
+    CE_DEFINE_SUM(S, real)                                                                    \
     CE_CLONES void ce_exp_##S(const real *x, real *out, idx_t n) {                            \
         for (idx_t j = 0; j < n; ++j) out[j] = EXP(x[j]);                                    \
     }                                                                                         \
                                                                                               \
-    /* max of a row, and whether it holds a NaN */                                           \
-    CE_INLINE real ce_rowmax_##S(const real *z, const real *bias, idx_t C, int *has_nan) {    \
+    CE_INLINE real ce_rowmax_##S(const real *z, const real *bias, idx_t C) {                  \
         real m = -INFINITY;                                                                   \
-        int nan = 0;                                                                          \
         if (bias) {                                                                           \
             CE_SIMD_MAX for (idx_t j = 0; j < C; ++j) {                                       \
                 real v = z[j] + bias[j];                                                      \
                 m = v > m ? v : m;                                                            \
-                nan |= v != v;                                                                \
             }                                                                                 \
         } else {                                                                              \
-            CE_SIMD_MAX for (idx_t j = 0; j < C; ++j) {                                       \
-                real v = z[j];                                                                \
-                m = v > m ? v : m;                                                            \
-                nan |= v != v;                                                                \
+            CE_SIMD_MAX for (idx_t j = 0; j < C; ++j) m = z[j] > m ? z[j] : m;               \
+        }                                                                                     \
+        return m;                                                                             \
+    }                                                                                         \
+                                                                                              \
+    /* Steps 1-3 over rows [i0, i1): e (block-sized) gets the exponentials, m and norm     \
+     * per row (relative to i0); returns the first undefined row or -1. Rows of weight     \
+     * <= 0 get m = 0 and norm = 1 and their e is not used. */                               \
+    CE_INLINE idx_t ce_block_##S(const real *in, real *e, idx_t i0, idx_t i1, idx_t C,        \
+                                 const real *bias, const double *weight, real *m,             \
+                                 double *norm) {                                              \
+        idx_t nb = i1 - i0;                                                                   \
+        for (idx_t r = 0; r < nb; ++r) {                                                      \
+            m[r] = 0;                                                                         \
+            if (!(weight[i0 + r] > 0.0)) continue;                                            \
+            real mr = ce_rowmax_##S(in + (i0 + r) * C, bias, C);                              \
+            if (!isfinite(mr)) return i0 + r;                                                 \
+            m[r] = mr;                                                                        \
+        }                                                                                     \
+        if (nb == 1) { /* a long row: shift and exp in one loop */                            \
+            const real *z = in + i0 * C;                                                      \
+            real mr = m[0];                                                                   \
+            if (bias) {                                                                       \
+                for (idx_t j = 0; j < C; ++j) e[j] = EXP((z[j] + bias[j]) - mr);              \
+            } else {                                                                          \
+                for (idx_t j = 0; j < C; ++j) e[j] = EXP(z[j] - mr);                          \
+            }                                                                                 \
+        } else {                                                                              \
+            for (idx_t r = 0; r < nb; ++r) {                                                  \
+                const real *z = in + (i0 + r) * C;                                            \
+                real *er = e + r * C, mr = m[r];                                              \
+                if (bias) {                                                                   \
+                    for (idx_t j = 0; j < C; ++j) er[j] = (z[j] + bias[j]) - mr;              \
+                } else {                                                                      \
+                    for (idx_t j = 0; j < C; ++j) er[j] = z[j] - mr;                          \
+                }                                                                             \
+            }                                                                                 \
+            idx_t total = nb * C;                                                             \
+            for (idx_t t = 0; t < total; ++t) e[t] = EXP(e[t]);                               \
+        }                                                                                     \
+        for (idx_t r = 0; r < nb; ++r) {                                                      \
+            norm[r] = 1.0;                                                                    \
+            if (!(weight[i0 + r] > 0.0)) continue;                                            \
+            double nr = ce_sum_##S(e + r * C, C);                                             \
+            if (!isfinite(nr)) return i0 + r; /* a NaN entry */                               \
+            norm[r] = nr;                                                                     \
+        }                                                                                     \
+        return -1;                                                                            \
+    }                                                                                         \
+                                                                                              \
+    /* Short rows (C <= CE_SMALL): the block is transposed into t (C, nb), so that the      \
+     * max, exp and sums run across rows, one row per vector lane. Fills m, norm and t       \
+     * with the exponentials; returns the first undefined row or -1. */                     \
+    CE_INLINE idx_t ce_small_##S(const real *in, real *t, idx_t i0, idx_t nb, idx_t C,        \
+                                 const real *bias, const double *weight, real *m,             \
+                                 double *norm) {                                              \
+        for (idx_t r = 0; r < nb; ++r) {                                                      \
+            const real *z = in + (i0 + r) * C;                                                \
+            for (idx_t j = 0; j < C; ++j) t[j * nb + r] = z[j] + (bias ? bias[j] : (real)0);  \
+        }                                                                                     \
+        for (idx_t r = 0; r < nb; ++r) m[r] = t[r];                                           \
+        for (idx_t j = 1; j < C; ++j)                                                         \
+            for (idx_t r = 0; r < nb; ++r) m[r] = t[j * nb + r] > m[r] ? t[j * nb + r] : m[r]; \
+        for (idx_t r = 0; r < nb; ++r) {                                                      \
+            if (!(weight[i0 + r] > 0.0))                                                      \
+                m[r] = 0;                                                                     \
+            else if (!isfinite(m[r])) /* all -inf or a +inf (a NaN: caught below) */         \
+                return i0 + r;                                                                \
+        }                                                                                     \
+        for (idx_t j = 0; j < C; ++j)                                                         \
+            for (idx_t r = 0; r < nb; ++r) t[j * nb + r] = EXP(t[j * nb + r] - m[r]);         \
+        for (idx_t r = 0; r < nb; ++r) norm[r] = 0.0;                                         \
+        for (idx_t j = 0; j < C; ++j)                                                         \
+            for (idx_t r = 0; r < nb; ++r) norm[r] += (double)t[j * nb + r];                  \
+        for (idx_t r = 0; r < nb; ++r) {                                                      \
+            if (!(weight[i0 + r] > 0.0))                                                      \
+                norm[r] = 1.0;                                                                \
+            else if (!isfinite(norm[r]) || isnan(m[r])) /* a NaN entry */                     \
+                return i0 + r;                                                                \
+        }                                                                                     \
+        return -1;                                                                            \
+    }                                                                                         \
+                                                                                              \
+    CE_INLINE idx_t ce_block_rows_##S(idx_t C) {                                              \
+        idx_t nb = CE_BLOCK / (C > 0 ? C : 1);                                                \
+        return nb < 1 ? 1 : nb;                                                               \
+    }                                                                                         \
+                                                                                              \
+    /* loss + gradient of a block of short rows, in the transposed layout, written back   \
+     * row-major at the end (z_k already read: `out` may be `in`) */                         \
+    CE_INLINE double ce_small_grad_##S(const real *in, real *out, idx_t i0, idx_t nb,         \
+                                       idx_t C, const real *bias, const int64_t *index,       \
+                                       const double *weight, double scale, double *col_sums,  \
+                                       const real *z_k, real *m, double *norm, real *t,       \
+                                       idx_t *bad_row) {                                      \
+        double total = 0.0;                                                                   \
+        real row_scale[CE_BLOCK];                                                             \
+        idx_t bad = ce_small_##S(in, t, i0, nb, C, bias, weight, m, norm);                    \
+        if (bad >= 0) {                                                                       \
+            *bad_row = bad;                                                                   \
+            return 0.0;                                                                       \
+        }                                                                                     \
+        for (idx_t r = 0; r < nb; ++r) {                                                      \
+            double s = weight[i0 + r];                                                        \
+            row_scale[r] = 0;                                                                 \
+            if (!(s > 0.0)) continue;                                                         \
+            total += s * (log(norm[r]) - ((double)z_k[r] - (double)m[r]));                    \
+            row_scale[r] = (real)(s * scale / norm[r]);                                       \
+        }                                                                                     \
+        for (idx_t j = 0; j < C; ++j) {                                                       \
+            real *tj = t + j * nb;                                                            \
+            for (idx_t r = 0; r < nb; ++r) tj[r] = row_scale[r] != 0 ? tj[r] * row_scale[r] : 0; \
+        }                                                                                     \
+        for (idx_t r = 0; r < nb; ++r) { /* - scale s_i at the true class */                  \
+            double s = weight[i0 + r];                                                        \
+            if (s > 0.0) t[index[i0 + r] * nb + r] -= (real)(s * scale);                      \
+        }                                                                                     \
+        if (col_sums) {                                                                       \
+            for (idx_t j = 0; j < C; ++j) {                                                   \
+                col_sums[j] += ce_sum_##S(t + j * nb, nb);                                    \
             }                                                                                 \
         }                                                                                     \
-        *has_nan = nan;                                                                       \
-        return m;                                                                             \
+        for (idx_t r = 0; r < nb; ++r) {                                                      \
+            real *g = out + (i0 + r) * C;                                                     \
+            for (idx_t j = 0; j < C; ++j) g[j] = t[j * nb + r];                               \
+        }                                                                                     \
+        return total;                                                                         \
     }                                                                                         \
                                                                                               \
     CE_CLONES double ce_loss_grad_##S(const real *in, real *out, idx_t rows, idx_t C,         \
@@ -158,51 +300,53 @@ CE_INLINE double ce_exp(double x) {
                                       const double *weight, double scale, double *col_sums,   \
                                       idx_t *bad_row) {                                       \
         double total = 0.0;                                                                   \
+        real m[CE_BLOCK];                                                                     \
+        double norm[CE_BLOCK];                                                                \
+        real t[CE_BLOCK];                                                                     \
+        idx_t step = ce_block_rows_##S(C);                                                    \
         *bad_row = -1;                                                                        \
-        for (idx_t i = 0; i < rows; ++i) {                                                    \
-            const real *z = in + i * C;                                                       \
-            real *g = out + i * C;                                                            \
-            double s = weight[i];                                                             \
-            if (!(s > 0.0)) {                                                                 \
-                for (idx_t j = 0; j < C; ++j) g[j] = 0;                                       \
+        for (idx_t i0 = 0; i0 < rows; i0 += step) {                                           \
+            idx_t i1 = i0 + step < rows ? i0 + step : rows;                                   \
+            idx_t nb = i1 - i0;                                                               \
+            real z_k[CE_BLOCK]; /* read before the output (maybe `in`) is overwritten */      \
+            for (idx_t r = 0; r < nb; ++r) {                                                  \
+                idx_t k = index[i0 + r];                                                      \
+                z_k[r] = in[(i0 + r) * C + k] + (bias ? bias[k] : (real)0);                   \
+            }                                                                                 \
+            if (C <= CE_SMALL) {                                                              \
+                total += ce_small_grad_##S(in, out, i0, nb, C, bias, index, weight, scale,    \
+                                           col_sums, z_k, m, norm, t, bad_row);               \
+                if (*bad_row >= 0) return total;                                              \
                 continue;                                                                     \
             }                                                                                 \
-            int nan;                                                                          \
-            real m = ce_rowmax_##S(z, bias, C, &nan);                                         \
-            if (nan || !isfinite(m)) {                                                        \
-                *bad_row = i;                                                                 \
+            idx_t bad = ce_block_##S(in, out + i0 * C, i0, i1, C, bias, weight, m, norm);     \
+            if (bad >= 0) {                                                                   \
+                *bad_row = bad;                                                               \
                 return total;                                                                 \
             }                                                                                 \
-            idx_t k = index[i];                                                               \
-            real z_k = z[k] + (bias ? bias[k] : (real)0); /* read before overwritten */       \
-            double norm = 0.0;                                                                \
-            if (bias) {                                                                       \
-                CE_SIMD_SUM for (idx_t j = 0; j < C; ++j) {                                   \
-                    real e = EXP((z[j] + bias[j]) - m);                                       \
-                    g[j] = e;                                                                 \
-                    norm += (double)e;                                                        \
+            for (idx_t r = 0; r < nb; ++r) {                                                  \
+                real *g = out + (i0 + r) * C;                                                 \
+                double s = weight[i0 + r];                                                    \
+                if (!(s > 0.0)) {                                                             \
+                    for (idx_t j = 0; j < C; ++j) g[j] = 0;                                   \
+                    continue;                                                                 \
                 }                                                                             \
-            } else {                                                                          \
-                CE_SIMD_SUM for (idx_t j = 0; j < C; ++j) {                                   \
-                    real e = EXP(z[j] - m);                                                   \
-                    g[j] = e;                                                                 \
-                    norm += (double)e;                                                        \
+                idx_t k = index[i0 + r];                                                      \
+                total += s * (log(norm[r]) - ((double)z_k[r] - (double)m[r]));                \
+                real row_scale = (real)(s * scale / norm[r]);                                 \
+                real delta = (real)(s * scale);                                               \
+                if (col_sums) {                                                               \
+                    for (idx_t j = 0; j < C; ++j) {                                           \
+                        real v = g[j] * row_scale;                                            \
+                        g[j] = v;                                                             \
+                        col_sums[j] += (double)v;                                             \
+                    }                                                                         \
+                    g[k] -= delta;                                                            \
+                    col_sums[k] -= (double)delta;                                             \
+                } else {                                                                      \
+                    for (idx_t j = 0; j < C; ++j) g[j] *= row_scale;                          \
+                    g[k] -= delta;                                                            \
                 }                                                                             \
-            }                                                                                 \
-            total += s * (log(norm) - ((double)z_k - (double)m));                             \
-            real row_scale = (real)(s * scale / norm);                                        \
-            real delta = (real)(s * scale);                                                   \
-            if (col_sums) {                                                                   \
-                for (idx_t j = 0; j < C; ++j) {                                               \
-                    real v = g[j] * row_scale;                                                \
-                    g[j] = v;                                                                 \
-                    col_sums[j] += (double)v;                                                 \
-                }                                                                             \
-                g[k] -= delta;                                                                \
-                col_sums[k] -= (double)delta;                                                 \
-            } else {                                                                          \
-                for (idx_t j = 0; j < C; ++j) g[j] *= row_scale;                              \
-                g[k] -= delta;                                                                \
             }                                                                                 \
         }                                                                                     \
         return total;                                                                         \
@@ -211,36 +355,40 @@ CE_INLINE double ce_exp(double x) {
     CE_CLONES void ce_nll_##S(const real *in, idx_t rows, idx_t C, const real *bias,          \
                               const int64_t *index, const double *weight, double *losses,     \
                               idx_t *bad_row) {                                               \
+        real m[CE_BLOCK];                                                                     \
+        double norm[CE_BLOCK];                                                                \
+        idx_t step = ce_block_rows_##S(C);                                                    \
+        idx_t size = step * C;                                                                \
+        real *e = (real *)malloc((size_t)(size > 0 ? size : 1) * sizeof(real));               \
         *bad_row = -1;                                                                        \
-        for (idx_t i = 0; i < rows; ++i) {                                                    \
-            const real *z = in + i * C;                                                       \
-            double s = weight[i];                                                             \
-            losses[i] = 0.0;                                                                  \
-            if (!(s > 0.0)) continue;                                                         \
-            int nan;                                                                          \
-            real m = ce_rowmax_##S(z, bias, C, &nan);                                         \
-            if (nan || !isfinite(m)) {                                                        \
-                *bad_row = i;                                                                 \
-                return;                                                                       \
-            }                                                                                 \
-            idx_t k = index[i];                                                               \
-            real z_k = z[k] + (bias ? bias[k] : (real)0);                                     \
-            double norm = 0.0;                                                                \
-            if (bias) {                                                                       \
-                CE_SIMD_SUM for (idx_t j = 0; j < C; ++j) norm +=                             \
-                    (double)EXP((z[j] + bias[j]) - m);                                        \
-            } else {                                                                          \
-                CE_SIMD_SUM for (idx_t j = 0; j < C; ++j) norm += (double)EXP(z[j] - m);      \
-            }                                                                                 \
-            losses[i] = s * (log(norm) - ((double)z_k - (double)m));                          \
+        if (!e) {                                                                             \
+            *bad_row = -2; /* out of memory */                                                \
+            return;                                                                           \
         }                                                                                     \
+        for (idx_t i0 = 0; i0 < rows; i0 += step) {                                           \
+            idx_t i1 = i0 + step < rows ? i0 + step : rows;                                   \
+            idx_t bad = C <= CE_SMALL                                                         \
+                            ? ce_small_##S(in, e, i0, i1 - i0, C, bias, weight, m, norm)      \
+                            : ce_block_##S(in, e, i0, i1, C, bias, weight, m, norm);          \
+            if (bad >= 0) {                                                                   \
+                *bad_row = bad;                                                               \
+                break;                                                                        \
+            }                                                                                 \
+            for (idx_t r = 0; r < i1 - i0; ++r) {                                             \
+                idx_t i = i0 + r, k = index[i];                                               \
+                double s = weight[i];                                                         \
+                real z_k = in[i * C + k] + (bias ? bias[k] : (real)0);                        \
+                losses[i] = s > 0.0 ? s * (log(norm[r]) - ((double)z_k - (double)m[r])) : 0.0; \
+            }                                                                                 \
+        }                                                                                     \
+        free(e);                                                                              \
     }
 
 CE_DEFINE(f32, float, ce_expf)
 CE_DEFINE(f64, double, ce_exp)
 
 /* The kernels' interface version: _kernel.py refuses a stale build of another version. */
-int ce_abi_version(void) { return 1; }
+int ce_abi_version(void) { return 2; }
 
 /* A module without methods: setuptools builds this file as an extension, and ctypes loads
  * the same shared object. */

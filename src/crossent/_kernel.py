@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = ["ENABLED", "LIBRARY", "available", "exp", "loss_grad", "nll"]
 
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 
 def _load() -> ctypes.CDLL | None:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from crossent import _kernel
 from crossent._stats import max_abs
 from crossent._threads import (
     check_n_threads,
@@ -40,7 +41,6 @@ from crossent._threads import (
     resolve_n_threads,
     single_threaded_blas,
 )
-from crossent import _kernel
 from crossent.loss import _compiled_loss_grad, _index_loss_grad_inplace
 
 __all__ = ["LinearSoftmaxObjective", "loss_gradient"]
