@@ -85,7 +85,7 @@ def bench_one(shape, dtype, threads, rounds) -> dict[str, float]:
         return softmax_cross_entropy(logits, target, n_threads=n_threads)
 
     # everyone agrees before anything is timed
-    loss, grad = with_kernel(True, ce_grad)()
+    _, grad = with_kernel(True, ce_grad)()
     grad_t = torch_fwd_bwd().numpy()
     tol = 1e-4 if dtype == "float32" else 1e-10
     assert np.allclose(grad, grad_t, rtol=tol, atol=tol / shape[1]), "gradients disagree"
