@@ -171,3 +171,77 @@ def exp(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     getattr(LIBRARY, f"ce_exp_{_SUFFIX[x.dtype]}")(x.ctypes.data, out.ctypes.data, x.size)
     return out
+
+
+class RowsLossGrad:
+    """:func:`loss_grad` over row ranges of fixed arrays, for a loop of many small chunks.
+
+    The arrays are checked and their addresses taken once; each :meth:`__call__` is then one
+    ctypes call on integer addresses (no per-chunk array checks or ``.ctypes`` objects),
+    which keeps the GIL-holding part of a chunk short when row blocks run on threads.
+    ``scores`` is the in-place buffer: rows ``0:stop − start`` of it hold the chunk whose
+    labels and weights are rows ``start:stop`` of ``index`` and ``row_weight``.
+    """
+
+    def __init__(
+        self,
+        scores: np.ndarray,
+        index: np.ndarray,
+        row_weight: np.ndarray,
+        scale: float,
+        *,
+        bias: np.ndarray | None = None,
+        col_sums: np.ndarray | None = None,
+    ) -> None:
+        assert LIBRARY is not None
+        dtype = scores.dtype
+        if not (scores.ndim == 2 and scores.flags.c_contiguous and dtype in _SUFFIX):
+            raise TypeError("scores must be a C-contiguous (rows, C) float32/float64 buffer")
+        n_classes = scores.shape[1]
+        if index.dtype != np.int64 or not index.flags.c_contiguous or index.ndim != 1:
+            raise TypeError("index must be C-contiguous int64 (n,)")
+        if row_weight.dtype != np.float64 or row_weight.shape != index.shape:
+            raise TypeError("row_weight must be float64 of the shape of index")
+        if not row_weight.flags.c_contiguous:
+            raise TypeError("row_weight must be C-contiguous")
+        if bias is not None and (
+            bias.dtype != dtype or bias.shape != (n_classes,) or not bias.flags.c_contiguous
+        ):
+            raise TypeError(f"bias must be C-contiguous {dtype} of shape ({n_classes},)")
+        if col_sums is not None and (
+            col_sums.dtype != np.float64
+            or col_sums.shape != (n_classes,)
+            or not col_sums.flags.c_contiguous
+        ):
+            raise TypeError(f"col_sums must be C-contiguous float64 of shape ({n_classes},)")
+        self._keep = (scores, index, row_weight, bias, col_sums)  # alive while we hold them
+        self._fn = getattr(LIBRARY, f"ce_loss_grad_{_SUFFIX[dtype]}")
+        self._scores = scores.ctypes.data
+        self._rows = scores.shape[0]
+        self._n_classes = n_classes
+        self._bias = _address(bias)
+        self._index = index.ctypes.data
+        self._weight = row_weight.ctypes.data
+        self._col_sums = _address(col_sums)
+        self._scale = float(scale)
+        self._bad = ctypes.c_int64(-1)
+        self._bad_ref = ctypes.byref(self._bad)
+
+    def __call__(self, start: int, stop: int) -> tuple[float, int]:
+        """Loss sum of rows ``start:stop`` (gradient left in ``scores[:stop − start]``), and
+        the first undefined row counted from ``start`` (or -1)."""
+        if not (0 <= stop - start <= self._rows and 0 <= start and stop <= len(self._keep[1])):
+            raise ValueError(f"rows {start}:{stop} do not fit the buffers")
+        total = self._fn(
+            self._scores,
+            self._scores,
+            stop - start,
+            self._n_classes,
+            self._bias,
+            self._index + 8 * start,
+            self._weight + 8 * start,
+            self._scale,
+            self._col_sums,
+            self._bad_ref,
+        )
+        return float(total), int(self._bad.value)

@@ -12,7 +12,12 @@
 ``X`` is read in row chunks: a chunk's scores ``X_c Wᵀ + b`` are turned into the gradient
 rows ``s (ŷ − δ)`` in place (by the kernel :func:`crossent.loss._index_loss_grad_inplace`) and
 multiplied back into ``Gᵀ X_c`` while the chunk is still in cache, so the ``(n, C)`` score
-matrix never exists whole and X is read once per evaluation. Float32 data stay float32 in
+matrix never exists whole and X is read once per evaluation. With the compiled kernel
+(:mod:`crossent._kernel`) a dense chunk is three calls, all without the GIL: one BLAS call
+for ``X_c Wᵀ``, one kernel call (adds ``b``, writes the loss and the gradient rows, and adds
+their column sums, the intercept gradient, into a float64 total) and one BLAS call for
+``Gᵀ X_c``; so row blocks on threads hardly wait on each other. BLAS is held to one thread
+throughout (a chunk's products are too small for BLAS threads to pay). Float32 data stay float32 in
 the two matrix products; the loss and the gradient totals are accumulated in float64. The
 intercept is not penalised. Every solver, the classifier and the benchmarks call this code.
 Row blocks run on threads by the one scheduler of :mod:`crossent._threads`.
@@ -41,11 +46,15 @@ from crossent._threads import (
     resolve_n_threads,
     single_threaded_blas,
 )
-from crossent.loss import _compiled_loss_grad, _index_loss_grad_inplace
+from crossent.loss import _index_loss_grad_inplace, _raise_undefined_row
 
 __all__ = ["LinearSoftmaxObjective", "loss_gradient"]
 
-_CHUNK_BYTES = 2 * 1024 * 1024  # X rows + score rows of one chunk: about an L2 cache
+_CHUNK_BYTES = 2 * 1024 * 1024  # the least X and score bytes of one sparse chunk
+# X rows + score rows of one dense chunk. Measured with the compiled kernel (one thread,
+# interleaved medians, 2-core EPYC): objective / (X Wᵀ and Gᵀ X as two BLAS calls) at
+# 1, 2, 4, 8 MiB: mnist-shape 0.85, 0.82, 0.78, 0.89; probe-1000 1.32, 1.29, 1.08, 1.29.
+_DENSE_CHUNK_BYTES = 4 * 1024 * 1024
 _SPARSE_SCORES_BYTES = 64 * 1024 * 1024  # the most score rows one sparse chunk may hold
 # A sparse multiply-add costs about 8 dense ones (scattered reads): 2.1e7 of them took
 # 16-21 ms on one core (11314 × 130107 CSR, 20 classes), a dense product of as many 1.5 ms.
@@ -73,7 +82,7 @@ class LinearSoftmaxObjective:
         one evaluation, ``n · d · C`` multiply-adds (sparse: ``8 · nnz · C``); -1 uses all
         cores; ``k`` uses ``k``. With more than one, BLAS is held to one thread inside.
     chunk_rows : int, optional
-        Rows per chunk (default: about 2 MiB of X and score rows; for sparse ``X`` see
+        Rows per chunk (default: about 4 MiB of X and score rows; for sparse ``X`` see
         :func:`_sparse_chunk_rows`).
     x_max_abs : float, optional
         An upper bound of ``max |x|`` when the caller knows one (a minibatch of known data),
@@ -99,6 +108,7 @@ class LinearSoftmaxObjective:
         if self.n_classes < 1:
             raise ValueError(f"n_classes must be at least 1, got {n_classes!r}")
         self.y = _check_labels(y, n, self.n_classes)
+        self._labels64 = np.ascontiguousarray(self.y, dtype=np.int64)  # the kernel's index
         self.l2 = float(l2)
         if not (math.isfinite(self.l2) and self.l2 >= 0):
             raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
@@ -109,7 +119,7 @@ class LinearSoftmaxObjective:
             chunk_rows = _sparse_chunk_rows(self.X, self.n_classes)
         elif chunk_rows is None:
             row_bytes = (self.X.shape[1] + self.n_classes) * self.X.itemsize
-            chunk_rows = max(64, _CHUNK_BYTES // max(row_bytes, 1))
+            chunk_rows = max(64, _DENSE_CHUNK_BYTES // max(row_bytes, 1))
         self.chunk_rows = int(chunk_rows)
         self.x_max_abs = max_abs(self.X) if x_max_abs is None else float(x_max_abs)
         self._grad_scale = _gradient_scale(self.X.dtype, self.x_max_abs, self.chunk_rows)
@@ -188,9 +198,17 @@ class LinearSoftmaxObjective:
         grad_coef = None if sparse else np.zeros((n_classes, n_features), dtype=np.float64)
         grad_intercept = np.zeros(n_classes, dtype=np.float64)
         loss = 0.0
-        compiled = _kernel.available(dtype)
-        labels = np.ascontiguousarray(self.y, dtype=np.int64) if compiled else self.y
         col_sums = grad_intercept if self.fit_intercept else None
+        kernel = None
+        if _kernel.available(dtype) and buf_rows:  # + bias, loss, gradient, column sums
+            kernel = _kernel.RowsLossGrad(
+                scores_buf,
+                self._labels64,
+                self.sample_weight,
+                self._grad_scale,
+                bias=None if bias is None else np.ascontiguousarray(bias),
+                col_sums=col_sums,
+            )
         for start in range(rows.start, rows.stop, self.chunk_rows):
             stop = min(start + self.chunk_rows, rows.stop)
             X_chunk = _csr_rows(self.X, start, stop) if sparse else self.X[start:stop]
@@ -199,17 +217,11 @@ class LinearSoftmaxObjective:
                 scores[...] = X_chunk @ weights.T  # (rows, C), sparse × dense
             else:
                 np.matmul(X_chunk, weights.T, out=scores)
-            if compiled:  # + bias, loss, gradient rows and their column sums: one pass
-                loss += _compiled_loss_grad(
-                    scores,
-                    scores,
-                    labels[start:stop],
-                    self.sample_weight[start:stop],
-                    self._grad_scale,
-                    start,
-                    bias=bias,
-                    col_sums=col_sums,
-                )
+            if kernel is not None:  # one pass: the chunk's loss, and gradient rows in place
+                chunk_loss, bad_row = kernel(start, stop)
+                if bad_row >= 0:
+                    _raise_undefined_row(start + bad_row)
+                loss += chunk_loss
             else:
                 if bias is not None:
                     scores += bias
