@@ -266,8 +266,8 @@ def test_a_parallel_call_inside_a_worker_runs_serially_and_gives_the_same_result
 
 
 def test_default_chunk_size_splits_large_inputs():
-    """The default chunk holds about 2 MiB; a larger X is split and still exact."""
-    X, y, W, b, _ = make_problem(9000, 40, 5, seed=8)
+    """The default chunk holds about 4 MiB; a larger X is split and still exact."""
+    X, y, W, b, _ = make_problem(9000, 80, 5, seed=8)
     objective = LinearSoftmaxObjective(X, y, 5, l2=1.0)
     assert 1 <= objective.chunk_rows < 9000
     loss, grad_W, grad_b = objective.loss_gradient(W, b)
