@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ENABLED", "LIBRARY", "available", "exp", "loss_grad", "nll"]
+__all__ = ["ENABLED", "LIBRARY", "RowsLossGrad", "available", "exp", "log", "loss_grad", "nll"]
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 
 def _load() -> ctypes.CDLL | None:
@@ -63,6 +63,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, f"ce_exp_{suffix}")
         fn.argtypes = [ptr, ptr, size]
         fn.restype = None
+    lib.ce_log_f64.argtypes = [ptr, ptr, size]
+    lib.ce_log_f64.restype = None
 
 
 LIBRARY: ctypes.CDLL | None = _load()
@@ -161,7 +163,18 @@ def nll(logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, losses: n
         losses.ctypes.data,
         ctypes.byref(bad),
     )
+    if bad.value == -2:
+        raise MemoryError("the compiled kernel could not allocate its scratch row block")
     return int(bad.value)
+
+
+def log(x: np.ndarray) -> np.ndarray:
+    """The kernel's own float64 ``log`` of positive normal ``x`` (the row normalisers)."""
+    assert LIBRARY is not None
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    LIBRARY.ce_log_f64(x.ctypes.data, out.ctypes.data, x.size)
+    return out
 
 
 def exp(x: np.ndarray) -> np.ndarray:

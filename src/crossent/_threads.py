@@ -82,9 +82,10 @@ def single_threaded_blas() -> Any:
 
 def row_blocks(n_rows: int, n_blocks: int) -> list[slice]:
     """At most ``n_blocks`` contiguous, non-empty row blocks covering ``range(n_rows)``."""
-    n_blocks = max(1, min(int(n_blocks), int(n_rows)))
-    bounds = np.linspace(0, n_rows, n_blocks + 1).astype(int)
-    return [slice(int(bounds[k]), int(bounds[k + 1])) for k in range(n_blocks)]
+    n_rows = int(n_rows)
+    n_blocks = max(1, min(int(n_blocks), n_rows))
+    bounds = [n_rows * k // n_blocks for k in range(n_blocks + 1)]  # exact integers
+    return [slice(bounds[k], bounds[k + 1]) for k in range(n_blocks)]
 
 
 def _get_pool(n_threads: int) -> ThreadPoolExecutor:
