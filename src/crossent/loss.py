@@ -98,14 +98,14 @@ def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, val
                 f"got {tuple(target.shape)}"
             )
         # any integer dtype (torch's int32/int16/uint8 too): indices as int64 from here on
-        index = xp.astype(xp.reshape(target, (n,)), xp.int64)
+        index = xp.astype(xp.reshape(target, (n,)), xp.int64, copy=False)  # read only
         keep = None
         if ignore_index is not None:
             if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
                 raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
             keep = index != int(ignore_index)
             index = xp.where(keep, index, xp.zeros_like(index))
-        if n and (bool(xp.any(index < 0)) or bool(xp.any(index >= n_classes))):
+        if n and (int(xp.min(index)) < 0 or int(xp.max(index)) >= n_classes):
             bad = index[(index < 0) | (index >= n_classes)][0]
             raise ValueError(
                 f"target holds class index {int(bad)}, outside [0, {n_classes}) "
