@@ -440,6 +440,7 @@ int ce_abi_version(void) { return 3; }
 
 /* A module without methods: setuptools builds this file as an extension, and ctypes loads
  * the same shared object. */
-static struct PyModuleDef ce_module = {PyModuleDef_HEAD_INIT, "_ckernel", NULL, -1, NULL};
+static struct PyModuleDef ce_module = {
+    PyModuleDef_HEAD_INIT, "_ckernel", NULL, -1, NULL, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__ckernel(void) { return PyModule_Create(&ce_module); }
