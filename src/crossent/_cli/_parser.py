@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -277,9 +278,9 @@ class _DeviceAction(argparse.Action):
 
     def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
         text = str(value).strip()
-        kind, _, index = text.partition(":")
-        if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", text):
             parser.error(f"--device {value}: expected cpu, cuda or cuda:N")
+        kind, _, index = text.partition(":")
         try:
             import torch
         except ImportError:
