@@ -186,6 +186,7 @@ def test_predictions_come_back_in_the_callers_array_type():
             log_proba.numpy(), clf.predict_log_proba(X.astype(dtype)), rtol=1e-6, atol=1e-6
         )
         np.testing.assert_array_equal(labels.numpy(), clf.predict(X.astype(dtype)))
+        assert clf.score(Xt, _tensor(y)) == clf.score(X.astype(dtype), y)
     numpy_out = clf.predict_proba(X)  # NumPy in, NumPy out, whatever the fit saw
     assert type(numpy_out) is np.ndarray and type(clf.predict(X)) is np.ndarray
 

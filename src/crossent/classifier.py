@@ -446,6 +446,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         scores, dtype = self._scores(X)
         return _cast(log_softmax(scores), dtype)
 
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of :meth:`predict` on ``(X, y)`` (tensors: compared on the host,
+        where only the labels travel)."""
+        from sklearn.metrics import accuracy_score
+
+        predicted = _to_host(self.predict(X))
+        return float(accuracy_score(_to_host(y), predicted, sample_weight=_to_host(sample_weight)))
+
     def _scores(self, X) -> tuple[Any, Any]:
         """``(X Wᵀ + b, X's dtype)``: float64 scores ``(n_samples, n_classes)``, in row blocks.
 
