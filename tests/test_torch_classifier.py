@@ -374,3 +374,16 @@ def test_cuda_tensor_fit_matches_numpy():
     proba = clf.predict_proba(_tensor(X, "cuda"))
     assert proba.device.type == "cuda"
     np.testing.assert_allclose(proba.cpu().numpy(), expected.predict_proba(X), rtol=1e-6)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_cli_train_device_cuda_end_to_end(tmp_path):
+    summaries = []
+    for name, extra in (("numpy", []), ("cuda", ["--device", "cuda"])):
+        argv = ["train", "--out", str(tmp_path / name), "--json", "--tol", "1e-6", *extra]
+        code, stdout, err = run(argv)
+        assert code == 0, err
+        summaries.append(json.loads(stdout))
+    assert summaries[1]["objective"] == pytest.approx(summaries[0]["objective"], rel=1e-6)
+    arrays, _ = load_model(tmp_path / "cuda" / "model.safetensors")
+    assert arrays["coef"].dtype == np.float64
