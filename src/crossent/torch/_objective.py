@@ -59,6 +59,8 @@ def resolve_device(device: Any, name: str = "device") -> Any:
     ------
     ImportError
         PyTorch is not installed.
+    TypeError
+        ``device`` is neither a string nor a ``torch.device``.
     ValueError
         ``device`` is not a CPU or CUDA device, or names a CUDA device that is not there.
     """
@@ -121,6 +123,18 @@ class TorchObjective:
     ``sample_weight`` and ``y`` stay available on the host (``.sample_weight``, ``.y``) as
     NumPy arrays. Minibatch solvers, which take row subsets of ``X`` through
     :meth:`crossent.solvers.Problem.subset`, are not supported: the classifier refuses them.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> objective = TorchObjective(X, np.array([0, 1]), 2, l2=1.0)
+    >>> loss, grad_coef, grad_intercept = objective.loss_gradient(np.zeros((2, 2)), np.zeros(2))
+    >>> round(loss, 6)  # two samples, each -log(1/2), as crossent.objective.loss_gradient
+    1.386294
+    >>> grad_coef
+    array([[-0.5,  0.5],
+           [ 0.5, -0.5]])
     """
 
     def __init__(
