@@ -437,3 +437,16 @@ def test_cpu_tensors_use_the_chunked_back_end(monkeypatch):
     assert _dispatch.backend_for(x) == (_chunked.forward, _chunked.backward)
     monkeypatch.setitem(_dispatch._TRITON, "module", object())  # "Triton importable"
     assert _dispatch.uses_chunked(x)  # still: Triton serves CUDA tensors only
+
+
+def test_gradient_through_returned_lse():
+    x, w, b, t = _problem((2, 3), 4, 11, torch.float64)
+    x1, w1, b1 = _leaf(x, w, b)
+    loss, lse = linear_cross_entropy(x1, w1, t, b1, softcap=2.0, return_lse=True)
+    got = _grads(loss + 0.3 * lse.square().sum(), (x1, w1, b1))
+    x2, w2, b2 = _leaf(x, w, b)
+    logits = 2.0 * torch.tanh(F.linear(x2, w2, b2) / 2.0)
+    want_loss = _torch_ce(logits, t)
+    want = _grads(want_loss + 0.3 * torch.logsumexp(logits, -1).square().sum(), (x2, w2, b2))
+    for g1, g2 in zip(got, want, strict=True):
+        _check(g1, g2, torch.float64, "grad through lse")
