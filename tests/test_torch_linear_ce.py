@@ -413,3 +413,40 @@ def _env():
     src = os.path.join(os.path.dirname(__file__), os.pardir, "src")
     env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
     return env
+
+
+def test_class_indices_equal_one_hot_probabilities():
+    x, w, b, t = _problem((3, 4), 5, 11, torch.float64)
+    onehot = F.one_hot(t, 11).double()
+    cw = torch.linspace(0.5, 2.0, 11, dtype=torch.float64)
+    for reduction in ("sum", "none"):
+        kw = dict(label_smoothing=0.2, reduction=reduction, z_loss=0.01, softcap=3.0)
+        by_index = linear_cross_entropy(x, w, t, b, **kw)
+        by_probs = linear_cross_entropy(x, w, onehot, b, **kw)
+        _check(by_index, by_probs, torch.float64, reduction)
+    # with class weights the "mean" denominators differ (torch's rule), "sum" agrees
+    got = linear_cross_entropy(x, w, t, b, class_weight=cw, reduction="sum")
+    want = linear_cross_entropy(x, w, onehot, b, class_weight=cw, reduction="sum")
+    _check(got, want, torch.float64, "weighted sum")
+
+
+def test_cpu_tensors_use_the_chunked_back_end(monkeypatch):
+    from crossent.torch import _dispatch
+
+    x = torch.zeros(2, 3)
+    assert _dispatch.backend_for(x) == (_chunked.forward, _chunked.backward)
+    monkeypatch.setitem(_dispatch._TRITON, "module", object())  # "Triton importable"
+    assert _dispatch.uses_chunked(x)  # still: Triton serves CUDA tensors only
+
+
+def test_gradient_through_returned_lse():
+    x, w, b, t = _problem((2, 3), 4, 11, torch.float64)
+    x1, w1, b1 = _leaf(x, w, b)
+    loss, lse = linear_cross_entropy(x1, w1, t, b1, softcap=2.0, return_lse=True)
+    got = _grads(loss + 0.3 * lse.square().sum(), (x1, w1, b1))
+    x2, w2, b2 = _leaf(x, w, b)
+    logits = 2.0 * torch.tanh(F.linear(x2, w2, b2) / 2.0)
+    want_loss = _torch_ce(logits, t)
+    want = _grads(want_loss + 0.3 * torch.logsumexp(logits, -1).square().sum(), (x2, w2, b2))
+    for g1, g2 in zip(got, want, strict=True):
+        _check(g1, g2, torch.float64, "grad through lse")

@@ -334,6 +334,9 @@ def linear_cross_entropy(
     made in the forward sweep (three matrix products, not four). CUDA tensors use the Triton
     kernels when Triton is installed. See ``docs/torch.md``.
 
+    The fused path does the gradient's work in the forward call: evaluate a loss you will not
+    differentiate (validation) under :func:`torch.no_grad`, which runs the forward sweep only.
+
     Examples
     --------
     >>> import torch
