@@ -292,6 +292,10 @@ def test_bad_tensor_input_is_refused_clearly():
         clf.predict(_tensor(X[:, :8]))
     ints = clf.predict_proba(_tensor(X).round().to(torch.int64))  # integers: as float64
     assert ints.dtype == torch.float64
+    import scipy.sparse as sp
+
+    with pytest.raises(TypeError, match="device='cpu' needs dense X"):
+        SoftmaxClassifier(device="cpu").fit(sp.csr_matrix(X), y)
 
 
 # ------------------------------------------------------------------------- the command

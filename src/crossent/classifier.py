@@ -9,6 +9,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import array_api_compat
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -522,6 +523,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         if _is_tensor(X):
             X = self._check_tensor(X, reset=True).to(device)
+        elif issparse(X):
+            raise TypeError(
+                f"device={self.device!r} needs dense X; sparse X is fitted with NumPy on the "
+                "host (device=None), where it is never densified"
+            )
         else:  # NumPy or array-like (dense): checked on the host, copied once to the device
             X = validate_data(self, X, dtype=_DTYPES, order="C")
             X = torch.from_numpy(X).to(device)
