@@ -8,6 +8,10 @@ scaling, so the results are those of the unscaled formulas, bit for bit). So a f
 mean 1e9 and standard deviation 1 keeps its digits (the one-pass ``E[x²] − E[x]²`` loses
 all of them), a feature of scale 1e200 does not overflow when squared, and ``X`` is never
 copied whole.
+
+Dense ``X`` may also be a PyTorch tensor, on any device: the passes then run in torch on
+that device, in float64 chunks, and only the ``(n_features,)`` sums come to the host (the
+classifier's device fits; see :mod:`crossent.torch._objective`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
 import numpy as np
 import scipy.sparse as sp
 
@@ -27,14 +32,33 @@ _CHUNK_ROWS = 1024
 AllReduce = Callable[[np.ndarray, str], np.ndarray]
 
 
+def _namespace(X: Any) -> Any:
+    """NumPy for NumPy arrays and array-likes; the array-api-compat namespace of a tensor."""
+    return array_api_compat.array_namespace(X) if array_api_compat.is_torch_array(X) else np
+
+
+def _to_host(values: Any) -> np.ndarray:
+    """A ``(d,)`` vector of any namespace as a NumPy float64 array (NumPy: not copied)."""
+    return np.asarray(array_api_compat.to_device(values, "cpu"), dtype=np.float64)
+
+
 def max_abs(X: Any, chunk_rows: int = 8 * _CHUNK_ROWS) -> float:
     """``max |x|`` over all of ``X`` (0.0 when empty; NaN ignored), in chunks of rows.
 
-    For a SciPy sparse ``X``, over its stored values (never densified).
+    For a SciPy sparse ``X``, over its stored values (never densified); for a tensor, on
+    its device.
     """
     if sp.issparse(X):
         values = X.data if X.format in ("csr", "csc", "coo") else X.tocsr().data
         return max_abs(values.reshape(-1, 1), chunk_rows * 64) if values.size else 0.0
+    xp = _namespace(X)
+    if xp is not np:  # one maximum per chunk on the device, one transfer at the end
+        maxima = [xp.zeros((), dtype=X.dtype, device=array_api_compat.device(X))]
+        for start in range(0, X.shape[0], chunk_rows):
+            block = xp.abs(X[start : start + chunk_rows])  # (rows, d) copy of one chunk only
+            if block.size:
+                maxima.append(xp.max(xp.where(xp.isnan(block), 0, block)))
+        return float(xp.max(xp.stack(maxima)))
     largest = 0.0
     for start in range(0, X.shape[0], chunk_rows):
         block = np.abs(X[start : start + chunk_rows])  # (rows, d) copy of one chunk only
@@ -74,22 +98,43 @@ def _scaled_moments(
         return mean, spread, unit, total
     if sp.issparse(X):
         return (*_sparse_scaled_moments(X, s, center, total, allreduce), total)
+    # Dense X of any namespace: the passes run where X lies (a tensor: on its device), in
+    # float64 chunks; only the (d,) vectors come to the host, once per pass.
+    xp = _namespace(X)
+    device = array_api_compat.device(X) if xp is not np else None
+
+    def chunk64(rows: slice) -> Any:  # (rows, d) float64 copy of one chunk
+        if xp is np:
+            return np.asarray(X[rows], dtype=np.float64)
+        return xp.astype(X[rows], xp.float64)
+
+    def on_device(values: np.ndarray) -> Any:
+        return values if xp is np else xp.asarray(values, device=device)
+
     chunks = [slice(start, start + chunk_rows) for start in range(0, n, chunk_rows)]
-    largest = np.zeros(d)
+    weights = on_device(s)
+    largest = on_device(np.zeros(d))
     for rows in chunks:
-        np.fmax(largest, np.abs(np.asarray(X[rows], dtype=np.float64)).max(axis=0), out=largest)
+        largest = xp.fmax(largest, xp.max(xp.abs(chunk64(rows)), axis=0))
+    largest = _to_host(largest)
     if allreduce is not None:
         largest = allreduce(largest, "max")
     unit = _power_of_two_units(largest)
+    unit_x = on_device(unit)
     if center:
+        sums = on_device(mean)
         for rows in chunks:
-            mean += s[rows] @ (np.asarray(X[rows], dtype=np.float64) / unit)
+            sums += weights[rows] @ (chunk64(rows) / unit_x)
+        mean = _to_host(sums)
         if allreduce is not None:
             mean = allreduce(mean, "sum")
         mean /= total
+    mean_x = on_device(mean)
+    squares = on_device(spread)
     for rows in chunks:
-        deviations = np.asarray(X[rows], dtype=np.float64) / unit - mean  # (rows, d), |.| < 4
-        spread += s[rows] @ (deviations * deviations)
+        deviations = chunk64(rows) / unit_x - mean_x  # (rows, d), |.| < 4
+        squares += weights[rows] @ (deviations * deviations)
+    spread = _to_host(squares)
     if allreduce is not None:
         spread = allreduce(spread, "sum")
     spread /= total
@@ -169,8 +214,9 @@ def feature_moments(
 
     Parameters
     ----------
-    X : numpy.ndarray or scipy.sparse matrix of shape ``(n_samples, n_features)``
-        Any real dtype; read in float64 chunks of ``chunk_rows`` rows. A sparse ``X`` is
+    X : numpy.ndarray, torch.Tensor or scipy.sparse matrix, ``(n_samples, n_features)``
+        Any real dtype; read in float64 chunks of ``chunk_rows`` rows (a tensor on its own
+        device, only the results coming to the host). A sparse ``X`` is
         read from its stored values and never densified, and its zeros are not shifted:
         with ``center`` the closed form of :func:`_sparse_scaled_moments` counts them.
     sample_weight : numpy.ndarray of shape ``(n_samples,)``, optional

@@ -7,13 +7,21 @@ import warnings
 from numbers import Integral, Real
 from typing import Any, ClassVar, NamedTuple
 
+import array_api_compat
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from crossent._stats import max_abs
 from crossent._threads import check_n_threads, single_threaded_blas
@@ -26,6 +34,7 @@ __all__ = ["Progress", "SoftmaxClassifier"]
 
 _PREDICT_CHUNK = 8192  # rows per block when predicting
 _DTYPES = [np.float64, np.float32]  # X's dtypes kept as they are; others become float64
+_TENSOR_CHECK_ROWS = 65536  # rows per block when checking a tensor X for NaN and inf
 
 
 class Progress(NamedTuple):
@@ -65,6 +74,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
       densified: only the objective's two matrix products become sparse × dense ones.
     - Scale-free: the preconditioner standardises each feature, so features of any finite
       scale (``X * 1e200``) fit as well as ``X`` itself; the penalty acts on ``W`` as given.
+    - PyTorch tensors (CPU or CUDA) are accepted by ``fit`` and the prediction methods. A
+      fit on a tensor (or with ``device``) evaluates the objective on the tensor's device
+      (:class:`crossent.torch._objective.TorchObjective`); the solvers run on the host in
+      float64 and only the ``(C, d)`` weights and gradients cross the bus. ``coef_`` and
+      ``intercept_`` are NumPy float64 whatever the input. Predictions on a tensor are
+      tensors on its device (``predict``: numeric class labels; string labels come back as
+      a NumPy array); on NumPy input, NumPy arrays.
 
     Parameters
     ----------
@@ -113,6 +129,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         its own rows and all end with the same model, bit for bit, the model of all rows
         together (see :mod:`crossent.distributed`). Full-batch solvers only; the callback
         and ``verbose`` run on every rank.
+    device : str or torch.device, optional
+        Where ``fit`` evaluates the objective: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a
+        ``torch.device`` (NumPy ``X`` is copied there once; a tensor elsewhere is moved
+        there). None (the default): on the tensor's device for a tensor ``X``, else with
+        NumPy as usual. The torch path needs a full-batch solver (``lbfgs``, ``gd``);
+        ``partial_fit`` and ``distributed`` run on NumPy data only.
 
     Attributes
     ----------
@@ -141,7 +163,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+    _parameter_constraints: ClassVar[dict[str, list[Any] | str]] = {
         "l2": [Interval(Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
         "solver": [StrOptions(set(SOLVERS))],
@@ -159,6 +181,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "callback": [callable, None],
         "distributed": ["boolean"],
+        "device": "no_validation",  # checked in fit: see crossent.torch._objective
     }
 
     def __init__(
@@ -181,6 +204,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         n_iter_no_change: int = 5,
         callback: Any = None,
         distributed: bool = False,
+        device: Any = None,
     ) -> None:
         self.l2 = l2
         self.fit_intercept = fit_intercept
@@ -199,6 +223,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.callback = callback
         self.distributed = distributed
+        self.device = device
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -212,12 +237,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or scipy.sparse matrix/array, shape ``(n_samples, n_features)``
+        X : array-like, scipy.sparse matrix/array or torch.Tensor, ``(n_samples, n_features)``
             Sparse input (CSR; CSC and other formats are converted to CSR once) is never
-            densified.
-        y : array-like, shape ``(n_samples,)``
+            densified. A tensor (CPU or CUDA) is fitted on its device (see ``device``).
+        y : array-like or torch.Tensor, shape ``(n_samples,)``
             Class labels (integers or strings), at least two distinct.
-        sample_weight : array-like, shape ``(n_samples,)``, optional
+        sample_weight : array-like or torch.Tensor, shape ``(n_samples,)``, optional
             Non-negative weights ``s_i``.
 
         Returns
@@ -225,12 +250,20 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._check_params()
+        device = self._fit_device(X)  # None: NumPy; else a torch.device
         if self.distributed:  # this process's rows: the model of all processes' rows
+            if device is not None:
+                raise ValueError(
+                    "distributed=True fits NumPy data only: pass NumPy arrays and device=None"
+                )
             from crossent.distributed import fit_shard
 
             return fit_shard(self, X, y, sample_weight)
         self.__dict__.pop("allreduce_seconds_", None)
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C")
+        if device is None:
+            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C")
+        else:
+            X, y, sample_weight = self._validate_device_data(X, y, sample_weight, device)
         _check_feature_scale(max_abs(X), X.shape[0])
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
@@ -312,6 +345,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 "partial_fit is not distributed (it runs the minibatch solvers): use fit "
                 "with solver='lbfgs' or 'gd' and distributed=True"
             )
+        if self.device is not None or _is_tensor(X):
+            raise ValueError(
+                "partial_fit runs the minibatch solvers on NumPy data only: pass NumPy "
+                "arrays with device=None, or use fit with solver='lbfgs' or 'gd' on the device"
+            )
         first = not hasattr(self, "classes_")
         resuming_fit = not first and not hasattr(self, "_solver_state")  # after fit()
         if first:
@@ -371,7 +409,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ prediction
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X) -> Any:
         """Scores ``f = X Wᵀ + b``, shape ``(n_samples, n_classes)``, in ``X``'s dtype.
 
         For two classes, scikit-learn's convention: the score of ``classes_[1]`` against
@@ -380,30 +418,53 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         scores, dtype = self._scores(X)
         if scores.shape[1] == 2:
             scores = scores[:, 1] - scores[:, 0]
-        return scores.astype(dtype, copy=False)
+        return _cast(scores, dtype)
 
-    def predict(self, X) -> np.ndarray:
-        """The class of highest score for each row, shape ``(n_samples,)``."""
+    def predict(self, X) -> Any:
+        """The class of highest score for each row, shape ``(n_samples,)``.
+
+        For a tensor ``X``: a tensor on its device when the classes are numbers, else a
+        NumPy array of the labels.
+        """
         scores, _ = self._scores(X)  # checks that the model is fitted first
+        if _is_tensor(scores):
+            best = scores.argmax(dim=1)  # (n,) on X's device
+            if self.classes_.dtype.kind in "biuf":
+                import torch
+
+                return torch.as_tensor(self.classes_).to(best.device)[best]
+            return self.classes_[best.cpu().numpy()]
         return self.classes_[np.argmax(scores, axis=1)]
 
-    def predict_proba(self, X) -> np.ndarray:
-        """``softmax(X Wᵀ + b)``, shape ``(n_samples, n_classes)``, in ``X``'s dtype."""
+    def predict_proba(self, X) -> Any:
+        """``softmax(X Wᵀ + b)``, shape ``(n_samples, n_classes)``, in ``X``'s dtype (and
+        array type: a tensor on its device for a tensor ``X``)."""
         scores, dtype = self._scores(X)
-        return softmax(scores).astype(dtype, copy=False)
+        return _cast(softmax(scores), dtype)
 
-    def predict_log_proba(self, X) -> np.ndarray:
+    def predict_log_proba(self, X) -> Any:
         """``log_softmax(X Wᵀ + b)``, computed from the scores (never ``log(proba)``)."""
         scores, dtype = self._scores(X)
-        return log_softmax(scores).astype(dtype, copy=False)
+        return _cast(log_softmax(scores), dtype)
 
-    def _scores(self, X) -> tuple[np.ndarray, np.dtype]:
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of :meth:`predict` on ``(X, y)`` (tensors: compared on the host,
+        where only the labels travel)."""
+        from sklearn.metrics import accuracy_score
+
+        predicted = _to_host(self.predict(X))
+        return float(accuracy_score(_to_host(y), predicted, sample_weight=_to_host(sample_weight)))
+
+    def _scores(self, X) -> tuple[Any, Any]:
         """``(X Wᵀ + b, X's dtype)``: float64 scores ``(n_samples, n_classes)``, in row blocks.
 
         The products run in float64 whatever ``X``'s dtype (float32 weights of a model fitted
-        on features of scale 1e37 would be subnormal); callers cast the result back.
+        on features of scale 1e37 would be subnormal); callers cast the result back. For a
+        tensor ``X`` the scores are a tensor on its device.
         """
         check_is_fitted(self)
+        if _is_tensor(X):
+            return self._tensor_scores(X)
         X = validate_data(self, X, accept_sparse="csr", dtype=_DTYPES, reset=False)
         scores = np.empty((X.shape[0], self.coef_.shape[0]), dtype=np.float64)  # (n, C)
         coef_t = np.ascontiguousarray(self.coef_.T)  # (d, C): read as is by sparse products
@@ -418,6 +479,97 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"{float(np.max(np.abs(self.coef_))):.3g}); rescale X as it was for fit"
             )
         return scores, X.dtype
+
+    def _tensor_scores(self, X) -> tuple[Any, Any]:
+        """:meth:`_scores` of a tensor ``X``, computed on its device."""
+        import torch
+
+        X = self._check_tensor(X, reset=False)
+        coef_t = torch.from_numpy(np.ascontiguousarray(self.coef_.T)).to(X.device)  # (d, C)
+        intercept = torch.from_numpy(np.asarray(self.intercept_, dtype=np.float64)).to(X.device)
+        scores = torch.empty((X.shape[0], coef_t.shape[1]), dtype=torch.float64, device=X.device)
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            block = slice(start, start + _PREDICT_CHUNK)
+            scores[block] = X[block].to(torch.float64) @ coef_t + intercept
+        if not bool(torch.isfinite(scores).all()):
+            raise ValueError(
+                f"the scores X Wᵀ + b overflow float64 for this model: the feature scale is too "
+                f"large (max |X| = {max_abs(X):.3g}, max |coef_| = "
+                f"{float(np.max(np.abs(self.coef_))):.3g}); rescale X as it was for fit"
+            )
+        return scores, X.dtype
+
+    # ------------------------------------------------------------------ torch input
+    def _fit_device(self, X) -> Any:
+        """The torch.device ``fit`` runs on (``device``, else a tensor's own), or None."""
+        if self.device is not None:
+            from crossent.torch._objective import resolve_device
+
+            device = resolve_device(self.device)
+        elif _is_tensor(X):
+            device = X.device
+        else:
+            return None
+        if self.solver in MINIBATCH:
+            raise ValueError(
+                f"solver={self.solver!r} runs on NumPy data only: with torch tensors or "
+                "device= use a full-batch solver ('lbfgs' or 'gd')"
+            )
+        return device
+
+    def _validate_device_data(self, X, y, sample_weight, device) -> tuple[Any, Any, Any]:
+        """``(X on device, y and sample_weight as NumPy)`` checked as ``validate_data`` does."""
+        import torch
+
+        if _is_tensor(X):
+            X = self._check_tensor(X, reset=True).to(device)
+        elif issparse(X):
+            raise TypeError(
+                f"device={self.device!r} needs dense X; sparse X is fitted with NumPy on the "
+                "host (device=None), where it is never densified"
+            )
+        else:  # NumPy or array-like (dense): checked on the host, copied once to the device
+            X = validate_data(self, X, dtype=_DTYPES, order="C")
+            X = torch.from_numpy(X).to(device)
+        y = column_or_1d(_to_host(y), warn=True)
+        check_consistent_length(X, y)
+        return X, y, _to_host(sample_weight)
+
+    def _check_tensor(self, X, *, reset: bool) -> Any:
+        """A tensor ``X`` checked as ``validate_data`` checks arrays: 2-D, real, finite,
+        float32/float64 kept (other dtypes become float64), the feature count recorded
+        (``reset``) or compared with the fitted one."""
+        import torch
+
+        X = X.detach()
+        if X.ndim != 2:
+            raise ValueError(
+                f"Expected a 2-D tensor X of shape (n_samples, n_features), got shape "
+                f"{tuple(X.shape)}"
+            )
+        if X.is_complex():
+            raise ValueError(f"Complex data not supported: X has dtype {X.dtype}")
+        if X.dtype not in (torch.float32, torch.float64):
+            X = X.to(torch.float64)
+        n, d = X.shape
+        if n < 1 or d < 1:
+            raise ValueError(
+                f"Found array with {n} sample(s) and {d} feature(s) (shape {tuple(X.shape)}) "
+                "while a minimum of 1 of each is required by SoftmaxClassifier."
+            )
+        blocks = range(0, n, _TENSOR_CHECK_ROWS)
+        finite = [torch.isfinite(X[k : k + _TENSOR_CHECK_ROWS]).all() for k in blocks]
+        if not bool(torch.stack(finite).all()):
+            raise ValueError("Input X contains NaN or infinity.")
+        if reset:
+            self.n_features_in_ = int(d)
+            self.__dict__.pop("feature_names_in_", None)
+        elif d != self.n_features_in_:
+            raise ValueError(
+                f"X has {d} features, but SoftmaxClassifier is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X.contiguous()
 
     # ------------------------------------------------------------------ helpers
     def _check_params(self) -> None:
@@ -457,7 +609,20 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("the sample weights sum to zero: there is nothing to fit")
         return weights
 
-    def _objective(self, X, y_index, weights) -> LinearSoftmaxObjective:
+    def _objective(self, X, y_index, weights) -> Any:
+        """The objective on ``X``: on its device for a tensor (the torch kernel)."""
+        if _is_tensor(X):
+            from crossent.torch._objective import TorchObjective
+
+            return TorchObjective(
+                X,
+                y_index,
+                len(self.classes_),
+                l2=float(self.l2),
+                sample_weight=weights,
+                fit_intercept=self.fit_intercept,
+                n_threads=self.n_jobs,
+            )
         return LinearSoftmaxObjective(
             X,
             y_index,
@@ -540,6 +705,21 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             ConvergenceWarning,
             stacklevel=3,
         )
+
+
+def _is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch)."""
+    return bool(array_api_compat.is_torch_array(x))
+
+
+def _to_host(x: Any) -> Any:
+    """A tensor as a NumPy array on the host; anything else unchanged."""
+    return x.detach().cpu().numpy() if _is_tensor(x) else x
+
+
+def _cast(values: Any, dtype: Any) -> Any:
+    """``values`` in ``dtype``, in their own array type (NumPy: no copy when it is)."""
+    return values.to(dtype) if _is_tensor(values) else values.astype(dtype, copy=False)
 
 
 def _seed(random_state: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -270,6 +271,43 @@ def _add_solver_options(train: argparse.ArgumentParser) -> None:
     )
 
 
+class _DeviceAction(argparse.Action):
+    """``--device cpu|cuda|cuda:N``: checked when given (a usage error, exit 2): the name,
+    then that PyTorch is there and, for CUDA, that the device is. PyTorch is imported only
+    when the option is given, so ``crossent --help`` does not import it."""
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
+        text = str(value).strip()
+        if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", text):
+            parser.error(f"--device {value}: expected cpu, cuda or cuda:N")
+        kind, _, index = text.partition(":")
+        try:
+            import torch
+        except ImportError:
+            parser.error(f"--device {text}: PyTorch is not installed (pip install torch)")
+        if kind == "cuda" and not torch.cuda.is_available():
+            parser.error(
+                f"--device {text}: CUDA is not available (torch.cuda.is_available() is False)"
+            )
+        if index and kind == "cuda" and int(index) >= torch.cuda.device_count():
+            parser.error(
+                f"--device {text}: there is no CUDA device {index} "
+                f"(torch.cuda.device_count() is {torch.cuda.device_count()})"
+            )
+        setattr(namespace, self.dest, text)
+
+
+def _add_device_option(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--device",
+        action=_DeviceAction,
+        metavar="DEVICE",
+        help="evaluate the objective with PyTorch on this device: cpu, cuda or cuda:N "
+        "(full-batch solvers lbfgs and gd; the model file is the same whatever the device) "
+        "(default: NumPy on the CPU, without PyTorch)",
+    )
+
+
 def _add_output_options(train: argparse.ArgumentParser) -> None:
     """Where and how the results go: the folder, the summary, checkpoints."""
     train.add_argument(
@@ -335,6 +373,7 @@ def _add_train(commands: Any) -> None:
     _add_data_options(train, required=False)
     _add_objective_options(train)
     _add_solver_options(train)
+    _add_device_option(train)
     _add_output_options(train)
     _add_distributed_options(train)
     _add_debug(train)

@@ -247,6 +247,8 @@ def _check_weights_fit(data: Dataset, n_classes: int) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.device is not None and (args.distributed or args.timeout is not None):
+        raise CommandError("--device does not apply with --distributed (NumPy on each rank)")
     if args.distributed or args.timeout is not None:
         from ._train_distributed import run_distributed
 
@@ -254,6 +256,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     out = OutputDir(args.out)
     out.check()  # an --out that cannot be a folder is refused before any work
     start = resolve_options(args, out)
+    if args.device is not None and args.solver in MINIBATCH:
+        raise CommandError(
+            f"--device {args.device}: the minibatch solver {args.solver} runs on NumPy only; "
+            "use --solver lbfgs or gd"
+        )
     data = load_data(args, require_labels=True, loader=load_files)  # a glob: its files
     need_labels(data)
     assert data.y is not None
@@ -336,6 +343,7 @@ def _fit(
         warm_start=start is not None,
         callback=monitor,
         distributed=group is not None,
+        device=args.device,  # the objective's device (None: NumPy)
     )
     if start is not None:
         clf.coef_, clf.intercept_ = start.coef, start.intercept
