@@ -450,3 +450,16 @@ def test_gradient_through_returned_lse():
     want = _grads(want_loss + 0.3 * torch.logsumexp(logits, -1).square().sum(), (x2, w2, b2))
     for g1, g2 in zip(got, want, strict=True):
         _check(g1, g2, torch.float64, "grad through lse")
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 4, 1000])
+def test_result_does_not_depend_on_the_chunking(rows_per_chunk, monkeypatch):
+    monkeypatch.setattr(_chunked, "SCORES_BYTES", rows_per_chunk * 11 * 8)
+    x, w, b, t = _problem((9,), 4, 11, torch.float64, ignore=-100)
+    x1, w1, b1 = _leaf(x, w, b)
+    loss = linear_cross_entropy(x1, w1, t, b1, ignore_index=-100, label_smoothing=0.1)
+    x2, w2, b2 = _leaf(x, w, b)
+    want = F.cross_entropy(F.linear(x2, w2, b2), t, ignore_index=-100, label_smoothing=0.1)
+    _check(loss, want, torch.float64, "loss")
+    for g1, g2 in zip(_grads(loss, (x1, w1, b1)), _grads(want, (x2, w2, b2)), strict=True):
+        _check(g1, g2, torch.float64, "grad")
