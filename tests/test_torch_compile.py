@@ -73,3 +73,19 @@ def test_compiled_matches_eager(reduction):
     torch.testing.assert_close(loss_c, loss_e, rtol=1e-10, atol=1e-12)
     for gc, ge in zip(grads_c, grads_e, strict=True):
         torch.testing.assert_close(gc, ge, rtol=1e-10, atol=1e-12)
+
+
+def test_one_opaque_node_in_the_graph():
+    """Dynamo sees crossent::linear_ce_forward as one node, with no graph break."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(node.target) for node in gm.graph.nodes)
+        return gm.forward
+
+    torch._dynamo.reset()
+    model = _Head(4, 9)
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    x, target = torch.randn(5, 4), torch.tensor([0, 1, -100, 3, 8])
+    compiled(x, target, "mean")
+    assert sum("linear_ce_forward" in s for s in seen) == 1, seen

@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -450,3 +452,48 @@ def test_gradient_through_returned_lse():
     want = _grads(want_loss + 0.3 * torch.logsumexp(logits, -1).square().sum(), (x2, w2, b2))
     for g1, g2 in zip(got, want, strict=True):
         _check(g1, g2, torch.float64, "grad through lse")
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 4, 1000])
+def test_result_does_not_depend_on_the_chunking(rows_per_chunk, monkeypatch):
+    monkeypatch.setattr(_chunked, "SCORES_BYTES", rows_per_chunk * 11 * 8)
+    x, w, b, t = _problem((9,), 4, 11, torch.float64, ignore=-100)
+    x1, w1, b1 = _leaf(x, w, b)
+    loss = linear_cross_entropy(x1, w1, t, b1, ignore_index=-100, label_smoothing=0.1)
+    x2, w2, b2 = _leaf(x, w, b)
+    want = F.cross_entropy(F.linear(x2, w2, b2), t, ignore_index=-100, label_smoothing=0.1)
+    _check(loss, want, torch.float64, "loss")
+    for g1, g2 in zip(_grads(loss, (x1, w1, b1)), _grads(want, (x2, w2, b2)), strict=True):
+        _check(g1, g2, torch.float64, "grad")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(0, 9),
+    d=st.integers(1, 5),
+    C=st.integers(1, 13),
+    smoothing=st.sampled_from([0.0, 0.25, 1.0]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    z_loss=st.sampled_from([0.0, 0.1]),
+    softcap=st.sampled_from([None, 1.0, 30.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_shape_matches_reference(n, d, C, smoothing, reduction, z_loss, softcap, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((n, d), (C, d), (C,)))
+    t = torch.randint(0, C, (n,), generator=g)
+    t[::3] = -1
+    kw = dict(
+        ignore_index=-1,
+        label_smoothing=smoothing,
+        reduction=reduction,
+        z_loss=z_loss,
+        softcap=softcap,
+    )
+    x1, w1, b1 = _leaf(x, w, b)
+    got = linear_cross_entropy(x1, w1, t, b1, **kw)
+    x2, w2, b2 = _leaf(x, w, b)
+    want = linear_cross_entropy_reference(x2, w2, t, b2, **kw)
+    _check(got, want, torch.float64, "loss")
+    for g1, g2 in zip(_grads(got, (x1, w1, b1)), _grads(want, (x2, w2, b2)), strict=True):
+        _check(g1, g2, torch.float64, "grad")

@@ -38,7 +38,8 @@ __all__ = ["SCORES_BYTES", "backward", "chunk_rows", "forward", "forward_backwar
 # Scores of one chunk: 40 MiB (float32: 328 rows at 32000 classes). Larger chunks run the
 # products faster (W is re-read once per chunk: 2048 x 1024 x 32000 float32 fwd+bwd took
 # 10.2 / 8.0 / 6.6 / 5.9 CPU-seconds at 8 / 16 / 32 / 64 MiB on 2 cores), and cost as much
-# memory: 40 MiB keeps fwd+bwd within dW + 64 MiB of extra memory (dx, one chunk, BLAS).
+# memory: 40 MiB keeps fwd+bwd within dW + 64 MiB of extra memory (dx, one chunk, BLAS
+# workspace: MKL's for x_c Wᵀ is ~5 MiB per thread) up to 4 threads.
 SCORES_BYTES = 40 * 1024 * 1024
 
 

@@ -350,6 +350,8 @@ def linear_cross_entropy(
     batch_shape = tuple(x.shape[:-1])
     n = math.prod(batch_shape)
     acc = accum_dtype(x.dtype)
+    if isinstance(target, Tensor) and target.device != x.device:
+        raise ValueError(f"target is on {target.device} but x is on {x.device}")
     terms = _target_terms(
         target, batch_shape, C, class_weight, ignore_index, float(label_smoothing), acc
     )

@@ -74,7 +74,8 @@ def linear_cross_entropy_reference(
         else:
             safe = torch.where(keep > 0, target, torch.zeros_like(target)).long()
             denom = (class_weight.to(acc)[safe] * keep).sum()
-        z_mean = torch.where(denom > 0, z_rows.sum() / denom, torch.zeros_like(denom))
+        nonzero = torch.where(denom > 0, denom, torch.ones_like(denom))  # no 0/0 in backward
+        z_mean = torch.where(denom > 0, z_rows.sum() / nonzero, torch.zeros_like(denom))
         total = loss + z_mean.to(loss.dtype)
     return (total, lse) if return_lse else total
 
