@@ -1,0 +1,1 @@
+"""PyTorch back end of crossent (placeholder; the front end lands from another branch)."""

@@ -1,0 +1,233 @@
+"""The Triton back end of ``crossent.torch.linear_cross_entropy`` against a float64 reference.
+
+The kernels run under Triton's interpreter (``TRITON_INTERPRET=1``) on CPU tensors, in a
+subprocess, so that the interpreter setting never reaches other test modules. The reference
+materialises the (n, C) scores in float64 and applies the back-end contract literally:
+
+    raw = X Wᵀ + b,  z = cap·tanh(raw/cap),  lse_i = log Σ_j e^{z_ij},
+    dot_i = a_i z_{i,k_i} + b_i Σ_j c_j z_ij + Σ_j P_ij z_ij,
+    G = [r ⊙ softmax(z) − g ⊙ (a δ + b c + P)] ⊙ (1 − tanh²(raw/cap)),
+    dX = G W,  dW = Gᵀ X,  db = Σ_i G_i.
+
+float32 is held to ~1e-5 relative; bfloat16 to "no worse than the naive bf16 computation
+(bf16 GEMM, float32 softmax) against float64 truth, plus a small tolerance".
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# (n, d, C)
+SHAPES = {
+    "odd": (47, 31, 123),
+    "wide": (5, 64, 1000),
+    "one_row": (1, 16, 7),
+    "one_class": (9, 20, 1),
+}
+TARGETS = ("index", "smooth_cw", "none")  # index: a only (+ ignored rows); smooth_cw: a, b, cw
+FLOAT32_RTOL = 2e-5
+BF16_SLACK = 2e-3  # bf16: allowed excess over the naive bf16 error (relative to max |truth|)
+
+
+def _cases() -> list[str]:
+    """Every option combination on the odd shape; a spread of them on the others."""
+    cases = []
+    for bias, target, dense, cap, dtype in itertools.product(
+        (True, False), TARGETS, (False, True), (None, 3.0), ("float32", "bfloat16")
+    ):
+        cases.append(f"odd-{dtype}-{target}-bias{int(bias)}-P{int(dense)}-cap{cap}")
+    for dtype in ("float32", "bfloat16"):
+        cases.append(f"wide-{dtype}-smooth_cw-bias1-P1-cap30.0")
+        cases.append(f"wide-{dtype}-index-bias0-P0-capNone")
+    cases.append("one_row-float32-smooth_cw-bias1-P1-cap3.0")
+    cases.append("one_class-float32-index-bias1-P0-capNone")
+    cases.append("one_class-bfloat16-smooth_cw-bias0-P1-cap3.0")
+    return cases
+
+
+CASES = _cases()
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _parse(case: str) -> dict:
+    shape, dtype, target, bias, dense, cap = case.split("-")
+    return {
+        "shape": SHAPES[shape],
+        "dtype": dtype,
+        "target": target,
+        "bias": bias == "bias1",
+        "dense": dense == "P1",
+        "cap": None if cap == "capNone" else float(cap[3:]),
+    }
+
+
+def _inputs(case: str, seed: int = 0):
+    """Random inputs of one case, in the case's dtype (the truth upcasts these exact values)."""
+    import torch
+
+    spec = _parse(case)
+    n, d, n_classes = spec["shape"]
+    dtype = getattr(torch, spec["dtype"])
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, d, generator=gen) * 0.5).to(dtype)  # (n, d)
+    weight = (torch.randn(n_classes, d, generator=gen) * 0.5).to(dtype)  # (C, d)
+    bias = (torch.randn(n_classes, generator=gen) * 0.5).to(dtype) if spec["bias"] else None
+    target = torch.randint(0, n_classes, (n,), generator=gen)
+    ignored = torch.rand(n, generator=gen) < 0.2  # rows with a = b = 0
+    ignored[0] = False
+    a = torch.zeros(n)
+    b = torch.zeros(n)
+    cw = None
+    if spec["target"] in ("index", "smooth_cw"):
+        a = torch.rand(n, generator=gen) + 0.5
+    if spec["target"] == "smooth_cw":
+        cw = torch.rand(n_classes, generator=gen) + 0.5
+        b = torch.rand(n, generator=gen) * 0.1 / n_classes
+    a[ignored] = 0.0
+    b[ignored] = 0.0
+    P = None
+    if spec["dense"]:
+        P = torch.softmax(torch.randn(n, n_classes, generator=gen), dim=1) * 0.7  # (n, C)
+        P[ignored] = 0.0
+    row_coef = torch.rand(n, generator=gen) + 0.5
+    go = torch.randn(n, generator=gen)
+    row_coef[ignored] = 0.0
+    return x, weight, bias, target, a, b, cw, P, spec["cap"], row_coef, go
+
+
+def _reference(x, weight, bias, target, a, b, cw, P, cap, row_coef, go, compute_dtype):
+    """The contract written out on materialised scores; GEMMs in ``compute_dtype``.
+
+    float64 gives the truth; bfloat16 gives the naive computation (bf16 scores and
+    bf16 gradient GEMMs, float32 softmax).
+    """
+    import torch
+
+    f64 = torch.float64
+    work = torch.float64 if compute_dtype == torch.float64 else torch.float32
+    xc, wc = x.to(compute_dtype), weight.to(compute_dtype)
+    raw = (xc @ wc.T).to(work)  # (n, C) scores
+    if bias is not None:
+        raw = raw + bias.to(work)
+    if cap is not None:
+        th = torch.tanh(raw / cap)
+        z = cap * th
+        dcap = 1 - th * th
+    else:
+        z, dcap = raw, torch.ones_like(raw)
+    n_classes = z.shape[1]
+    lse = torch.logsumexp(z, dim=1)  # (n,)
+    cw_ = torch.ones(n_classes, dtype=work) if cw is None else cw.to(work)
+    onehot = torch.nn.functional.one_hot(target, n_classes).to(work)  # (n, C)
+    mass = a.to(work)[:, None] * onehot + b.to(work)[:, None] * cw_[None, :]
+    if P is not None:
+        mass = mass + P.to(work)
+    dot = (mass * z).sum(dim=1)
+    probs = torch.exp(z - lse[:, None])  # (n, C)
+    grad = (row_coef.to(work)[:, None] * probs - go.to(work)[:, None] * mass) * dcap
+    gc = grad.to(compute_dtype)
+    dx = (gc @ wc).to(f64)
+    dw = (gc.T @ xc).to(f64)
+    db = grad.sum(dim=0).to(f64)
+    return {"lse": lse.to(f64), "dot": dot.to(f64), "dx": dx, "dw": dw, "db": db}
+
+
+def _rel(err_of, truth):
+    """max |err − truth| / max(1, max |truth|)."""
+    scale = max(1.0, float(truth.abs().max())) if truth.numel() else 1.0
+    return float((err_of.to(truth.dtype) - truth).abs().max()) / scale if truth.numel() else 0.0
+
+
+def run_case(case: str) -> dict:
+    """Run one case through the kernels; return the relative errors and the verdict."""
+    import torch
+
+    from crossent.torch._triton import triton_backward, triton_forward
+
+    x, weight, bias, target, a, b, cw, P, cap, row_coef, go = _inputs(case)
+    lse, dot = triton_forward(x, weight, bias, target, a, b, cw, P, cap)
+    dx, dw, db = triton_backward(
+        x, weight, bias, target, a, b, cw, P, cap, lse, row_coef, go, True, True, True
+    )
+    args = (x, weight, bias, target, a, b, cw, P, cap, row_coef, go)
+    truth = _reference(*args, compute_dtype=torch.float64)
+    ours = {"lse": lse, "dot": dot, "dx": dx, "dw": dw, "db": db}
+    assert lse.dtype == dot.dtype == dw.dtype == torch.float32 and dx.dtype == x.dtype
+    assert (db is None) == (bias is None)
+    errors = {k: _rel(v, truth[k]) for k, v in ours.items() if v is not None}
+    failures = []
+    if x.dtype == torch.float32:
+        failures = [f"{k}: {e:.2e}" for k, e in errors.items() if e > FLOAT32_RTOL]
+    else:
+        naive = _reference(*args, compute_dtype=x.dtype)
+        for k, e in errors.items():
+            bound = _rel(naive[k], truth[k]) + BF16_SLACK
+            if e > bound:
+                failures.append(f"{k}: {e:.2e} > naive bf16 {bound - BF16_SLACK:.2e} + slack")
+    return {"errors": errors, "failures": failures}
+
+
+def run_partial_gradients() -> dict:
+    """need_dx/need_dw/need_db switched off one by one give None and the same others."""
+    from crossent.torch._triton import triton_backward, triton_forward
+
+    x, weight, bias, target, a, b, cw, P, cap, row_coef, go = _inputs(CASES[0], seed=1)
+    lse, _ = triton_forward(x, weight, bias, target, a, b, cw, P, cap)
+    args = (x, weight, bias, target, a, b, cw, P, cap, lse, row_coef, go)
+    full = triton_backward(*args, True, True, True)
+    failures = []
+    for mask in ((True, False, False), (False, True, False), (False, False, True)):
+        part = triton_backward(*args, *mask)
+        for want, got, ref in zip(mask, part, full, strict=True):
+            if (got is None) == want or (want and not bool((got == ref).all())):
+                failures.append(f"mask {mask}")
+    return {"errors": {}, "failures": failures}
+
+
+def _worker(names: list[str]) -> None:
+    results = {}
+    for name in names:
+        try:
+            results[name] = run_partial_gradients() if name == "partial" else run_case(name)
+        except Exception as exc:  # reported per case to the parent
+            results[name] = {"errors": {}, "failures": [f"{type(exc).__name__}: {exc}"]}
+    print("RESULTS " + json.dumps(results))
+
+
+# --------------------------------------------------------------------------- pytest side
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(SRC))
+    proc = subprocess.run(
+        [sys.executable, __file__, *CASES, "partial"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    return json.loads(lines[-1][len("RESULTS ") :])
+
+
+@pytest.mark.parametrize("case", [*CASES, "partial"])
+def test_triton_kernels_match_reference(results: dict, case: str) -> None:
+    outcome = results[case]
+    assert not outcome["failures"], f"{case}: {outcome['failures']} (errors {outcome['errors']})"
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1:])
