@@ -42,11 +42,14 @@ BF16_SLACK = 2e-3  # bf16: allowed excess over the naive bf16 error (relative to
 
 
 def _cases() -> list[str]:
-    """Every option combination on the odd shape; a spread of them on the others."""
+    """Every option combination on the odd shape (bfloat16: half of them, bias tied to P, to
+    keep the interpreted run short); a spread of them on the others."""
     cases = []
     for bias, target, dense, cap, dtype in itertools.product(
         (True, False), TARGETS, (False, True), (None, 3.0), ("float32", "bfloat16")
     ):
+        if dtype == "bfloat16" and bias != dense:
+            continue
         cases.append(f"odd-{dtype}-{target}-bias{int(bias)}-P{int(dense)}-cap{cap}")
     for dtype in ("float32", "bfloat16"):
         cases.append(f"wide-{dtype}-smooth_cw-bias1-P1-cap30.0")

@@ -298,7 +298,7 @@ def _blocks(dtype: torch.dtype) -> dict[str, int]:
     keep the operand tiles of one pipeline stage at 32 KiB (16-bit) in shared memory.
     """
     if _interpreting():
-        return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
+        return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
     block_k = 32 if dtype == torch.float32 else 64
     return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": block_k, "num_warps": 8, "num_stages": 3}
 
