@@ -136,6 +136,9 @@ def load_triton_backend():
 def triton_direct_loss(backend) -> Callable:
     """Mean cross-entropy of ``x @ wᵀ`` with class-index targets on the bare back end.
 
+    dW comes back in the weight's dtype, accumulated in float32 per chunk of classes
+    (``dweight_dtype``), so no (C, d) float32 buffer exists.
+
     loss_i = lse_i − z_{i,k_i} (a = 1, b = 0); mean over rows, so with upstream gradient g
     the back end gets row_coef = go = g/n.
     """
@@ -162,8 +165,9 @@ def triton_direct_loss(backend) -> Callable:
             dx, dw, _ = backend.triton_backward(
                 x, weight, None, target, ones, zeros, None, None, None, lse, coef, coef,
                 ctx.needs_input_grad[0], ctx.needs_input_grad[1], False,
+                dweight_dtype=weight.dtype,
             )  # fmt: skip
-            return dx, (dw.to(weight.dtype) if dw is not None else None), None
+            return dx, dw, None
 
     return lambda x, w, t: _Direct.apply(x, w, t)
 

@@ -433,6 +433,8 @@ def triton_backward(
     need_db: bool,
     *,
     allow_tf32: bool = False,
+    dweight_dtype: torch.dtype | None = None,
+    max_scratch_bytes: int = 256 * 2**20,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of the loss through the scores, recomputing the score tiles.
 
@@ -452,11 +454,18 @@ def triton_backward(
         Which gradients to compute (the others are returned as None).
     allow_tf32 : bool, default False
         As in :func:`triton_forward`.
+    dweight_dtype : torch.dtype, optional
+        dtype of the returned dweight; None (the contract) means float32. Another dtype
+        (the weight's, say) bounds the extra memory: the classes are done in chunks whose
+        float32 accumulator holds at most ``max_scratch_bytes``, each chunk cast into the
+        output when its rows are complete (a (C, d) float32 dW is 2 GiB at 128256 × 4096).
+    max_scratch_bytes : int, default 256 MiB
+        Size of that float32 accumulator.
 
     Returns
     -------
     dx : (n, d) tensor in x's dtype, or None
-    dweight : (C, d) float32, or None
+    dweight : (C, d) float32 (or ``dweight_dtype``), or None
     dbias : (C,) float32, or None (also None without a bias)
 
     Notes
@@ -476,24 +485,46 @@ def triton_backward(
     go = go.to(torch.float32).contiguous()
     device = x.device
     dx32 = torch.zeros((n, d), dtype=torch.float32, device=device) if need_dx else None
-    dw32 = torch.zeros((n_classes, d), dtype=torch.float32, device=device) if need_dw else None
     db32 = torch.zeros((n_classes,), dtype=torch.float32, device=device) if need_db else None
-    if not (need_dx or need_dw or need_db) or n == 0:
-        return (dx32.to(x.dtype) if dx32 is not None else None), dw32, db32
     cfg = _blocks(x.dtype)
     block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    grid = (triton.cdiv(n, block_m) * triton.cdiv(n_classes, block_n),)
-    _backward_kernel[grid](
-        x, weight, bias_arg, target, a, b, cw_arg, p_arg, lse, row_coef, go,
-        dx32 if need_dx else a, dw32 if need_dw else a, db32 if need_db else a,
-        n, n_classes, d, float(softcap) if softcap is not None else 1.0,
-        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), *p_strides,
-        HAS_BIAS=has_bias, HAS_CW=has_cw, HAS_P=has_p, HAS_SOFTCAP=softcap is not None,
-        NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=cfg["BLOCK_K"], GROUP_M=8,
-        DOT_F32=_interpreting() and x.dtype != torch.float32,
-        PRECISION=_precision(x.dtype, allow_tf32),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )  # fmt: skip
+    # dW: float32 whole, or a float32 scratch per chunk of classes cast into dweight_dtype
+    chunk = n_classes
+    dw_out = dw_scratch = None
+    if need_dw:
+        out_dtype = torch.float32 if dweight_dtype is None else dweight_dtype
+        dw_out = torch.zeros((n_classes, d), dtype=out_dtype, device=device)  # (C, d)
+        if out_dtype == torch.float32:
+            dw_scratch = dw_out
+        else:
+            rows_fit = max(1, max_scratch_bytes // (4 * max(d, 1)))
+            chunk = min(n_classes, max(block_n, rows_fit // block_n * block_n))
+            dw_scratch = torch.empty((chunk, d), dtype=torch.float32, device=device)
+    if not (need_dx or need_dw or need_db) or n == 0:
+        return (dx32.to(x.dtype) if dx32 is not None else None), dw_out, db32
+    for start in range(0, n_classes, chunk):
+        stop = min(start + chunk, n_classes)
+        width = stop - start
+        if dw_scratch is not None and dw_scratch is not dw_out:
+            dw_scratch.zero_()  # float32 output: one chunk, dw_scratch is dw_out
+        grid = (triton.cdiv(n, block_m) * triton.cdiv(width, block_n),)
+        _backward_kernel[grid](
+            x, weight[start:stop], bias_arg[start:stop] if has_bias else bias_arg,
+            target - start if start else target, a, b,
+            cw_arg[start:stop] if has_cw else cw_arg, p_arg[:, start:stop] if has_p else p_arg,
+            lse, row_coef, go,
+            dx32 if need_dx else a, dw_scratch if need_dw else a,
+            db32[start:stop] if need_db else a,
+            n, width, d, float(softcap) if softcap is not None else 1.0,
+            x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), *p_strides,
+            HAS_BIAS=has_bias, HAS_CW=has_cw, HAS_P=has_p, HAS_SOFTCAP=softcap is not None,
+            NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=cfg["BLOCK_K"], GROUP_M=8,
+            DOT_F32=_interpreting() and x.dtype != torch.float32,
+            PRECISION=_precision(x.dtype, allow_tf32),
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )  # fmt: skip
+        if need_dw and dw_scratch is not dw_out:
+            dw_out[start:stop].copy_(dw_scratch[:width])
     dx = dx32.to(x.dtype) if dx32 is not None else None
-    return dx, dw32, db32
+    return dx, dw_out, db32
