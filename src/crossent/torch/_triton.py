@@ -514,7 +514,7 @@ def triton_backward(
             cw_arg[start:stop] if has_cw else cw_arg, p_arg[:, start:stop] if has_p else p_arg,
             lse, row_coef, go,
             dx32 if need_dx else a, dw_scratch if need_dw else a,
-            db32[start:stop] if need_db else a,
+            db32[start:stop] if db32 is not None else a,
             n, width, d, float(softcap) if softcap is not None else 1.0,
             x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), *p_strides,
             HAS_BIAS=has_bias, HAS_CW=has_cw, HAS_P=has_p, HAS_SOFTCAP=softcap is not None,
@@ -524,7 +524,7 @@ def triton_backward(
             PRECISION=_precision(x.dtype, allow_tf32),
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )  # fmt: skip
-        if need_dw and dw_scratch is not dw_out:
+        if dw_out is not None and dw_scratch is not None and dw_scratch is not dw_out:
             dw_out[start:stop].copy_(dw_scratch[:width])
     dx = dx32.to(x.dtype) if dx32 is not None else None
     return dx, dw_out, db32
