@@ -194,7 +194,10 @@ def _backward_kernel(
     BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, DOT_F32: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """One (row block, class block) tile of G, added into dX, dW and db by atomics."""
+    """One (row block, class block) tile of G, added into dX, dW and db by atomics.
+
+    The adds are ``relaxed``: only their sum matters, read after the kernel ends.
+    """
     # grouped order: GROUP_M row blocks sweep the class blocks together (L2 reuse of W)
     pid = tl.program_id(0)
     n_row_blocks = tl.cdiv(n, BLOCK_M)
@@ -246,7 +249,7 @@ def _backward_kernel(
     grad = tl.where(row_mask[:, None] & col_mask[None, :], grad, 0.0)
 
     if NEED_DB:
-        tl.atomic_add(db_ptr + cols, tl.sum(grad, axis=0), mask=col_mask)
+        tl.atomic_add(db_ptr + cols, tl.sum(grad, axis=0), mask=col_mask, sem="relaxed")
     if DOT_F32:  # interpreter: round G to the input dtype, keep float32 storage
         if x_ptr.dtype.element_ty == tl.bfloat16:
             grad_in = _round_bf16(grad)
@@ -267,7 +270,7 @@ def _backward_kernel(
             dx_tile = tl.dot(grad_in, w_tile, input_precision=PRECISION)  # (BLOCK_M, BLOCK_K)
             tl.atomic_add(
                 dx_ptr + rows[:, None] * d + ks[None, :], dx_tile,
-                mask=row_mask[:, None] & k_mask[None, :],
+                mask=row_mask[:, None] & k_mask[None, :], sem="relaxed",
             )  # fmt: skip
     if NEED_DW:  # dW[cols] += G[:, cols]ᵀ X[rows]
         grad_t = tl.trans(grad_in)  # (BLOCK_N, BLOCK_M)
@@ -283,7 +286,7 @@ def _backward_kernel(
             dw_tile = tl.dot(grad_t, x_tile, input_precision=PRECISION)  # (BLOCK_N, BLOCK_K)
             tl.atomic_add(
                 dw_ptr + cols[:, None] * d + ks[None, :], dw_tile,
-                mask=col_mask[:, None] & k_mask[None, :],
+                mask=col_mask[:, None] & k_mask[None, :], sem="relaxed",
             )  # fmt: skip
 
 
