@@ -64,7 +64,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 if str(SRC) not in sys.path:
-    sys.path.insert(0, str(SRC))
+    sys.path.append(str(SRC))  # after PYTHONPATH: run_gpu.sh puts this src first
 
 GIB = 2.0**30
 LAMBDA = 1.0
