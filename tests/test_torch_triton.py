@@ -237,11 +237,61 @@ def run_chunked_dweight() -> dict:
 EXTRA = {"partial": run_partial_gradients, "chunked": run_chunked_dweight}
 
 
+def compile_for_sm90() -> dict:
+    """Compile both kernels (bf16, every option on) for an H100/H200 without a GPU.
+
+    Runs Triton's whole pipeline down to the cubin with the wheel's ptxas, so a kernel
+    that the interpreter accepts but the compiler rejects fails here, on a CPU.
+    """
+    import torch
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from crossent.torch import _triton as kernels
+
+    cfg = kernels._blocks(torch.bfloat16)
+    failures = []
+    for fn, extra in (
+        (kernels._forward_kernel, {}),
+        (
+            kernels._backward_kernel,
+            {"NEED_DX": True, "NEED_DW": True, "NEED_DB": True, "GROUP_M": 8},
+        ),
+    ):
+        signature = {}
+        for name in fn.arg_names:
+            if name in ("x_ptr", "w_ptr", "bias_ptr"):
+                signature[name] = "*bf16"
+            elif name.endswith("_ptr"):
+                signature[name] = "*i64" if name == "target_ptr" else "*fp32"
+            elif name == "softcap":
+                signature[name] = "fp32"
+            elif name.isupper() or name.startswith(("HAS_", "NEED_", "BLOCK_")):
+                signature[name] = "constexpr"
+            else:
+                signature[name] = "i32"
+        flags = {"HAS_BIAS": True, "HAS_CW": True, "HAS_P": True, "HAS_SOFTCAP": True}
+        blocks = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+        constants = {**flags, **extra, **blocks, "DOT_F32": False, "PRECISION": "tf32"}
+        source = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constants)
+        options = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+        try:
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+            if not compiled.asm.get("cubin"):
+                failures.append(f"{fn.__name__}: no cubin")
+        except Exception as exc:
+            failures.append(f"{fn.__name__}: {type(exc).__name__}: {str(exc)[:500]}")
+    return {"errors": {}, "failures": failures}
+
+
 def _worker(names: list[str]) -> None:
     results = {}
     for name in names:
         try:
-            results[name] = EXTRA[name]() if name in EXTRA else run_case(name)
+            if name == "compile_sm90":
+                results[name] = compile_for_sm90()
+            else:
+                results[name] = EXTRA[name]() if name in EXTRA else run_case(name)
         except Exception as exc:  # reported per case to the parent
             results[name] = {"errors": {}, "failures": [f"{type(exc).__name__}: {exc}"]}
     print("RESULTS " + json.dumps(results))
@@ -260,6 +310,23 @@ def results() -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     return json.loads(lines[-1][len("RESULTS ") :])
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90() -> None:
+    ptxas = Path(pytest.importorskip("triton").__file__).parent / "backends/nvidia/bin/ptxas"
+    if not ptxas.exists():
+        pytest.skip("this Triton wheel has no ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(SRC)
+    proc = subprocess.run(
+        [sys.executable, __file__, "compile_sm90"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    outcome = json.loads(lines[-1][len("RESULTS ") :])["compile_sm90"]
+    assert not outcome["failures"], outcome["failures"]
 
 
 @pytest.mark.parametrize("case", [*CASES, *EXTRA])
