@@ -304,7 +304,7 @@ def test_bad_tensor_input_is_refused_clearly():
 def test_cli_train_device_cpu_end_to_end(tmp_path):
     """``crossent train --device cpu`` on the default data set (digits, float32 pixels):
     a model file of the same format as NumPy's, at the same optimum. Digits has flat
-    directions (blank pixels), so float32 fits agree in the objective (1e-7) more closely
+    directions (blank pixels), so float32 fits agree in the objective (1e-6) more closely
     than in the weights (both paths are ~1e-3 from the float64 optimum's weights)."""
     outs = {}
     for name, extra in (("numpy", []), ("torch", ["--device", "cpu"])):
@@ -320,7 +320,7 @@ def test_cli_train_device_cpu_end_to_end(tmp_path):
     np.testing.assert_allclose(arrays_t["coef"], arrays_np["coef"], rtol=0, atol=5e-3)
     assert meta_t.keys() == meta_np.keys()
     assert meta_t["training"].keys() == meta_np["training"].keys()
-    assert summary_t["objective"] == pytest.approx(summary_np["objective"], rel=1e-7)
+    assert summary_t["objective"] == pytest.approx(summary_np["objective"], rel=1e-6)
     assert summary_t["test_accuracy"] == pytest.approx(summary_np["test_accuracy"], abs=0.01)
 
 
