@@ -4,6 +4,7 @@
 ``problem`` is a :class:`Problem` (the preconditioned objective ``F = L_total / S``).
 
 - ``lbfgs``: L-BFGS (the default; full batch).
+- ``newton-cg``: truncated Newton with Hessian-vector products (:mod:`crossent.hessian`).
 - ``gd``: gradient descent with a Barzilai-Borwein step and Armijo line search (full batch).
 - ``sgd``, ``adam``: minibatch, also behind ``partial_fit``.
 """
@@ -13,15 +14,17 @@ from functools import partial
 from crossent.solvers._gd import gd
 from crossent.solvers._lbfgs import lbfgs
 from crossent.solvers._minibatch import minibatch
+from crossent.solvers._newton import newton_cg
 from crossent.solvers._problem import Preconditioner, Problem, SolverResult
 
 SOLVERS = {
     "lbfgs": lbfgs,
+    "newton-cg": newton_cg,
     "gd": gd,
     "sgd": partial(minibatch, method="sgd"),
     "adam": partial(minibatch, method="adam"),
 }
-FULL_BATCH = ("lbfgs", "gd")
+FULL_BATCH = ("lbfgs", "newton-cg", "gd")
 MINIBATCH = ("sgd", "adam")
 
 __all__ = ["FULL_BATCH", "MINIBATCH", "SOLVERS", "Preconditioner", "Problem", "SolverResult"]

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from crossent._stats import AllReduce, feature_scales
+from crossent.hessian import softmax_curvature
 from crossent.objective import LinearSoftmaxObjective
 
 # callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
@@ -136,6 +137,28 @@ class Problem:
         loss, grad_coef, grad_intercept = self.objective.loss_gradient(coef, intercept)
         grad = self.precond.gradient_to_x(grad_coef, grad_intercept)
         return loss / self.normaliser, grad / self.normaliser
+
+    def hessian_at(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """``v ↦ ∇²F(x) v`` in the preconditioned coordinates (see :mod:`crossent.hessian`).
+
+        With ``J`` the linear map ``x ↦ (W, b)`` of the preconditioner, ``∇²F = Jᵀ H J / S``:
+        a direction ``v`` is mapped to the model (``Ẇ = V̇ / σ``, ``ḃ = ḃ' − Ẇ μ``), multiplied
+        by the Hessian ``H`` of ``L_total`` and mapped back by the chain rule. Computing
+        ``p`` at ``x`` costs one product over ``X`` now (when cached), each call two more;
+        the count so far is the returned function's ``n_products`` attribute's value.
+        """
+        n_classes = self.objective.n_classes
+        coef, intercept = self.precond.to_model(x, n_classes)
+        curvature = softmax_curvature(self.objective, coef, intercept)
+
+        def hessp(v: np.ndarray) -> np.ndarray:
+            direction_coef, direction_intercept = self.precond.to_model(v, n_classes)
+            hess_coef, hess_intercept = curvature.product(direction_coef, direction_intercept)
+            hessp.n_products = curvature.n_products  # type: ignore[attr-defined]
+            return self.precond.gradient_to_x(hess_coef, hess_intercept) / self.normaliser
+
+        hessp.n_products = curvature.n_products  # type: ignore[attr-defined]
+        return hessp
 
     def model_grad_max(self, grad_x: np.ndarray) -> float:
         """``max |∂F/∂(W, b)|`` in the model's own coordinates, from a gradient in ``x``.
