@@ -92,20 +92,24 @@ def _centred(intercept):
 # ------------------------------------------------------------------ against scikit-learn
 
 
+@pytest.mark.parametrize("solver", ["auto", "newton-cg"])
 @pytest.mark.parametrize("case", list(SKLEARN_CASES))
-def test_matches_sklearn_logistic_regression(case):
+def test_matches_sklearn_logistic_regression(case, solver):
     data, l2, fit_intercept, class_weight, weight_seed = SKLEARN_CASES[case]
     X, y = data()
     sample_weight = None if weight_seed is None else _weights(len(y), weight_seed)
     params = {"fit_intercept": fit_intercept, "class_weight": class_weight}
-    ours = SoftmaxClassifier(l2=l2, **TIGHT, **params).fit(X, y, sample_weight=sample_weight)
+    ours = SoftmaxClassifier(l2=l2, solver=solver, **TIGHT, **params)
+    ours.fit(X, y, sample_weight=sample_weight)
     ref = LogisticRegression(C=1.0 / l2, solver="newton-cg", **TIGHT, **params)
     ref.fit(X, y, sample_weight=sample_weight)
 
     assert ours.coef_.shape == ref.coef_.shape == (len(np.unique(y)), X.shape[1])
     scale = np.abs(ref.coef_).max()
     coef_err = np.abs(ours.coef_ - ref.coef_).max() / scale
-    assert coef_err <= MATCH_RTOL, f"{case}: coef_ differs from sklearn's by {coef_err:.2e}"
+    assert coef_err <= MATCH_RTOL, (
+        f"{case}: coef_ of solver={solver!r} differs from sklearn's newton-cg by {coef_err:.2e}"
+    )
     intercept_err = np.abs(_centred(ours.intercept_) - _centred(ref.intercept_)).max() / scale
     assert intercept_err <= MATCH_RTOL, f"{case}: intercept_ differs by {intercept_err:.2e}"
     if not fit_intercept:
@@ -320,7 +324,7 @@ def test_without_warm_start_fit_starts_afresh():
     np.testing.assert_array_equal(clf.fit(X, y).coef_, first)
 
 
-@pytest.mark.parametrize("solver", ["lbfgs", "gd"])
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
 def test_loss_curve_decreases_and_ends_at_L_total(solver):
     X, y = _wine()
     clf = SoftmaxClassifier(l2=1.0, solver=solver, max_iter=2000).fit(X, y)

@@ -74,7 +74,9 @@ def full_batch_cases():
 
 
 SOLVER_OPTIONS = {  # tight tolerances; gd's max_iter bounds its stall near rounding level
+    "auto": {"tol": 1e-10, "max_iter": 10_000},
     "lbfgs": {"tol": 1e-10, "max_iter": 10_000},
+    "newton-cg": {"tol": 1e-10, "max_iter": 200},
     "gd": {"tol": 1e-9, "max_iter": 500},
 }
 

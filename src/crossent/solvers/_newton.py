@@ -61,8 +61,9 @@ def newton_cg(
     """Minimise ``F`` by truncated Newton until ``max |∂F/∂(W, b)| <= tol``.
 
     The stopping test is L-BFGS's: the largest gradient entry in the model's coordinates
-    (:meth:`Problem.model_grad_max`); also stops, converged, when a step lowers ``F`` by
-    less than 64 machine epsilons relative.
+    (:meth:`Problem.model_grad_max`) at most ``tol``, once an iteration lowered ``F`` by at
+    most ``tol`` relative (:meth:`Problem.settled`); also stops, converged, when a step
+    lowers ``F`` by less than 64 machine epsilons relative.
 
     Parameters
     ----------
@@ -99,7 +100,7 @@ def newton_cg(
         curve.append(value * problem.normaliser)
         if callback is not None and callback(iteration, curve[-1], grad_max, x):
             return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
-        if grad_max <= tol:
+        if grad_max <= tol and problem.settled(value_before, value, tol):
             return SolverResult(x, iteration, True, curve, f"max |gradient| <= tol = {tol:g}")
         if value_before - value <= _FTOL * max(abs(value_before), abs(value), 1.0):
             return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")

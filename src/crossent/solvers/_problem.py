@@ -147,6 +147,11 @@ class Problem:
         ``p`` at ``x`` costs one product over ``X`` now (when cached), each call two more;
         the count so far is the returned function's ``n_products`` attribute's value.
         """
+        if getattr(self.objective, "world_size", 1) > 1:
+            raise ValueError(
+                "Hessian-vector products are not distributed (each rank holds only its own "
+                "rows' curvature): use solver='lbfgs' or 'gd' with distributed=True"
+            )
         n_classes = self.objective.n_classes
         coef, intercept = self.precond.to_model(x, n_classes)
         curvature = softmax_curvature(self.objective, coef, intercept)
@@ -159,6 +164,18 @@ class Problem:
 
         hessp.n_products = curvature.n_products  # type: ignore[attr-defined]
         return hessp
+
+    @staticmethod
+    def settled(before: float, after: float, tol: float) -> bool:
+        """Whether one iteration lowered ``F`` by at most ``tol`` relative.
+
+        ``before − after <= tol · max(|before|, |after|, 1)`` (SciPy's ``ftol`` test, with
+        ``tol``): the full-batch solvers stop at ``max |∂F/∂(W, b)| <= tol`` only once this
+        holds too. On nearly separable data with a weak penalty (1000 classes of 40 rows,
+        ``λ = 1``) the gradient test alone stopped L-BFGS at ``L_total`` 954 where the
+        optimum is 697 and scikit-learn stopped at 842; with both, it stops near 715.
+        """
+        return before - after <= tol * max(abs(before), abs(after), 1.0)
 
     def model_grad_max(self, grad_x: np.ndarray) -> float:
         """``max |∂F/∂(W, b)|`` in the model's own coordinates, from a gradient in ``x``.
