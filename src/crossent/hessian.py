@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from scipy.linalg.blas import daxpy as _axpy
+
 from crossent._threads import map_row_blocks, resolve_n_threads
 from crossent.objective import _csr_rows
 from crossent.softmax import row_shift
@@ -40,6 +42,8 @@ __all__ = ["Curvature", "hessian_product", "softmax_curvature"]
 
 # The most bytes of cached probabilities ``p`` (n × C in X's dtype) kept between products.
 CACHE_BYTES = 1024 * 2**20
+# The most bytes of per-thread ``(C, d)`` float64 sums of one product (at least 2 threads).
+ACCUMULATOR_BYTES = 128 * 2**20
 
 
 def _probabilities_inplace(scores: np.ndarray) -> np.ndarray:
@@ -136,8 +140,16 @@ class Curvature:
             hess_coef /= scale
             hess_intercept /= scale
         self.n_products += 2 if self.probs is not None else 3
-        hess_coef = hess_coef.T if sparse else hess_coef
-        return hess_coef + obj.l2 * direction64, hess_intercept
+        hess_coef = hess_coef.T if sparse else hess_coef  # (C, d), F-ordered for sparse X
+        if obj.l2:  # + λV in place, as one flat axpy when the layouts agree
+            same = hess_coef.flags.f_contiguous == direction64.flags.f_contiguous
+            if same and (hess_coef.flags.forc and direction64.flags.forc):
+                order = "F" if hess_coef.flags.f_contiguous else "C"
+                flat = hess_coef.ravel(order=order)  # a view
+                _axpy(direction64.ravel(order=order), flat, a=obj.l2)
+            else:
+                hess_coef += obj.l2 * direction64
+        return hess_coef, hess_intercept
 
 
 def softmax_curvature(
@@ -176,7 +188,9 @@ def softmax_curvature(
     n, d = X.shape
     work = 8.0 * X.nnz if sparse else float(n) * d
     n_threads = resolve_n_threads(objective.n_threads, work * objective.n_classes)
-    n_blocks = max(1, min(n_threads, -(-n // objective.chunk_rows)))
+    # each block holds two (C, d) float64 sums: at most ACCUMULATOR_BYTES of them, 2 blocks
+    most = max(2, ACCUMULATOR_BYTES // (16 * d * objective.n_classes))
+    n_blocks = max(1, min(n_threads, most, -(-n // objective.chunk_rows)))
     curvature = Curvature(objective, weights, bias, n_blocks)
     budget = CACHE_BYTES if cache_bytes is None else int(cache_bytes)
     if n * objective.n_classes * dtype.itemsize > budget:

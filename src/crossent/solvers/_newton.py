@@ -41,7 +41,9 @@ def _conjugate_gradient(hessp, grad: np.ndarray, tol: float, max_steps: int) -> 
             return -grad if not direction.any() else direction
         step = rr / curvature
         direction += step * search
-        residual -= step * curved
+        curved *= step
+        residual -= curved
+        del curved  # not alive during the next product: one vector less at the peak
         rr_new = float(residual @ residual)
         search *= rr_new / rr
         search += residual
