@@ -19,7 +19,14 @@ from crossent._stats import max_abs
 from crossent._threads import check_n_threads, single_threaded_blas
 from crossent.objective import LinearSoftmaxObjective
 from crossent.softmax import log_softmax, softmax
-from crossent.solvers import MINIBATCH, SOLVERS, Preconditioner, Problem, SolverResult
+from crossent.solvers import (
+    MINIBATCH,
+    SOLVERS,
+    Preconditioner,
+    Problem,
+    SolverResult,
+    choose_solver,
+)
 from crossent.solvers._problem import Callback
 
 __all__ = ["Progress", "SoftmaxClassifier"]
@@ -124,6 +131,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     coef_ : ndarray, shape ``(n_classes, n_features)``
     intercept_ : ndarray, shape ``(n_classes,)``
     n_iter_ : int
+    solver_ : str
+        The full-batch solver ``fit`` ran: ``solver``, or the one ``"auto"`` chose.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` has string feature names.
@@ -274,6 +283,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _run_solver(self, problem: Problem, precond: Preconditioner, x0: np.ndarray, **options):
         """The configured solver from ``x0`` on ``problem``, BLAS on one thread."""
         solver: Any = SOLVERS[self.solver]
+        self.solver_ = choose_solver(problem) if self.solver == "auto" else self.solver
         with single_threaded_blas():
             return solver(
                 problem,
