@@ -27,11 +27,10 @@ when they fit the memory budget; otherwise every product recomputes them (three 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-
 from scipy.linalg.blas import daxpy as _axpy
 
 from crossent._threads import map_row_blocks, resolve_n_threads
@@ -144,7 +143,7 @@ class Curvature:
         if obj.l2:  # + λV in place, as one flat axpy when the layouts agree
             same = hess_coef.flags.f_contiguous == direction64.flags.f_contiguous
             if same and (hess_coef.flags.forc and direction64.flags.forc):
-                order = "F" if hess_coef.flags.f_contiguous else "C"
+                order: Literal["C", "F"] = "F" if hess_coef.flags.f_contiguous else "C"
                 flat = hess_coef.ravel(order=order)  # a view
                 _axpy(direction64.ravel(order=order), flat, a=obj.l2)
             else:
