@@ -51,6 +51,23 @@ def _conjugate_gradient(hessp, grad: np.ndarray, tol: float, max_steps: int) -> 
     return direction
 
 
+def _armijo(
+    problem: Problem, x: np.ndarray, direction: np.ndarray, value: float, slope: float
+) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """The first of ``x + d, x + d/2, …`` that satisfies Armijo's condition, with its
+    ``(F, ∇F)``; None after 40 halvings (each one gradient evaluation)."""
+    step = 1.0
+    for _ in range(40):
+        x_new = direction * step
+        x_new += x
+        value_new, grad_new = problem.value_grad(x_new)
+        if value_new <= value + _ARMIJO * step * slope:
+            return x_new, value_new, grad_new
+        del x_new, grad_new  # not alive during the next evaluation
+        step *= 0.5
+    return None
+
+
 def newton_cg(
     problem: Problem,
     x0: np.ndarray,
@@ -87,17 +104,11 @@ def newton_cg(
         slope = float(grad @ direction)
         if not slope < 0:  # not a descent direction (rounding): fall back to the gradient
             direction, slope = -grad, -(grad_norm**2)
-        step = 1.0
-        for _ in range(40):  # each halving is one more gradient evaluation
-            x_new = x + step * direction
-            value_new, grad_new = problem.value_grad(x_new)
-            if value_new <= value + _ARMIJO * step * slope:
-                break
-            step *= 0.5
-        else:
+        accepted = _armijo(problem, x, direction, value, slope)
+        if accepted is None:
             return SolverResult(x, iteration - 1, False, curve, "line search failed")
         value_before = value
-        x, value, grad = x_new, value_new, grad_new
+        x, value, grad = accepted
         grad_max = problem.model_grad_max(grad)
         curve.append(value * problem.normaliser)
         if callback is not None and callback(iteration, curve[-1], grad_max, x):
