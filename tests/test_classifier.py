@@ -558,3 +558,21 @@ def test_binary_decision_function_is_one_column():
     scores = clf.decision_function(X)
     assert scores.shape == (200,)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[(scores > 0).astype(int)])
+
+
+def test_auto_is_the_default_and_solver_names_the_choice():
+    """``solver="auto"``: Newton-CG on data with few entries per feature, else L-BFGS."""
+    import scipy.sparse as sp
+
+    assert SoftmaxClassifier().solver == "auto"
+    X, y = _iris()
+    assert SoftmaxClassifier().fit(X, y).solver_ == "lbfgs"
+    assert SoftmaxClassifier(solver="newton-cg").fit(X, y).solver_ == "newton-cg"
+    rng = np.random.default_rng(0)
+    X_text = sp.random(120, 3000, density=0.003, format="csr", random_state=0)
+    y_text = rng.integers(0, 3, 120)
+    clf = SoftmaxClassifier(tol=1e-8).fit(X_text, y_text)
+    assert clf.solver_ == "newton-cg"
+    ref = SoftmaxClassifier(solver="lbfgs", tol=1e-10).fit(X_text, y_text)
+    scale = np.abs(ref.coef_).max()
+    assert np.abs(clf.coef_ - ref.coef_).max() <= 1e-5 * scale
