@@ -12,8 +12,11 @@ benchmarks/results/bench_sparse.json:
 - one loss + gradient evaluation of crossent against the two sparse products it cannot
   avoid, ``X Wᵀ`` and ``(Xᵀ G)ᵀ`` by SciPy at the same shapes and dtype (target: ≤ 1.3×),
   with one thread and with ``--n-jobs``;
-- the preconditioner: L-BFGS iterations with the implicit centring ``b = b' − Wμ`` against
-  scale only (``μ = 0``), neither of which touches X, and with the scales' ridge ``4λ/S``.
+- the solvers and the preconditioner, from the classifier's start: L-BFGS with the implicit
+  centring ``b = b' − Wμ`` against scale only (``μ = 0``), neither of which touches X, with
+  the scales' ridge ``4λ/S`` and with the classifier's ``C²/(C − 1) · λ/S``; and Newton-CG
+  (``solver="auto"`` picks it here), with its passes over X (two per gradient, one per
+  softmax, two per Hessian-vector product).
 
     python benchmarks/bench_sparse.py [--quick] [--n-jobs K] [--float32]
 """
@@ -39,9 +42,11 @@ from _timing import timings
 from bench_fit import Counter, l_total
 from crossent import SoftmaxClassifier
 from crossent._threads import resolve_n_threads, single_threaded_blas
+from crossent.hessian import Curvature
 from crossent.objective import LinearSoftmaxObjective
 from crossent.solvers import Preconditioner, Problem
 from crossent.solvers._lbfgs import lbfgs
+from crossent.solvers._newton import newton_cg
 
 L2 = 1.0
 TOL = 1e-4
@@ -109,18 +114,22 @@ def pass_vs_products(X, y, n_classes, n_jobs):
 
 
 def preconditioner_runs(X, y, n_classes, n_jobs):
-    """L-BFGS from the classifier's start: implicit centring, scale only, and the ridge of
-    the scales weighed by 4 (``Preconditioner.from_data(penalty_weight=4)``)."""
+    """Full-batch solvers from the classifier's start: L-BFGS with implicit centring, scale
+    only, the ridge of the scales weighed by 4 and by the classifier's ``C²/(C − 1)``
+    (``Preconditioner.from_data(penalty_weight=...)``), and Newton-CG with the latter."""
     runs = {}
     objective = LinearSoftmaxObjective(X, y, n_classes, l2=L2, n_threads=n_jobs)
     counts = np.bincount(y, minlength=n_classes)
     intercept = np.log(counts / counts.sum())
-    variants = (  # (label, centring, penalty_weight): the classifier's is the first
-        ("implicit_centring", True, 1.0),
-        ("scale_only", False, 1.0),
-        ("implicit_centring_c4", True, 4.0),
+    c_classes = n_classes**2 / (n_classes - 1)
+    variants = (  # (label, solver, centring, penalty_weight): the classifier's is the last
+        ("implicit_centring", lbfgs, True, 1.0),
+        ("scale_only", lbfgs, False, 1.0),
+        ("implicit_centring_c4", lbfgs, True, 4.0),
+        ("implicit_centring_cC", lbfgs, True, c_classes),
+        ("newton_cg_cC", newton_cg, True, c_classes),
     )
-    for label, center, penalty_weight in variants:
+    for label, solver, center, penalty_weight in variants:
         precond = Preconditioner.from_data(
             X, None, center=center, l2=L2, penalty_weight=penalty_weight
         )
@@ -128,14 +137,17 @@ def preconditioner_runs(X, y, n_classes, n_jobs):
         x0 = precond.from_model(np.zeros((n_classes, X.shape[1])), intercept - intercept.mean())
         objective.n_evals = 0
         start = time.perf_counter()
-        with single_threaded_blas():
-            result = lbfgs(problem, x0, max_iter=10_000, tol=TOL)
+        with single_threaded_blas(), Counter(Curvature, "product") as hvps:
+            result = solver(problem, x0, max_iter=10_000, tol=TOL)
         seconds = time.perf_counter() - start
         coef, b = precond.to_model(result.x, n_classes)
+        softmax_passes = result.n_iter if solver is newton_cg else 0
         runs[label] = {
             "seconds": seconds,
             "n_iter": result.n_iter,
             "n_evals": objective.n_evals,
+            "n_hessian_products": hvps.calls,
+            "passes_over_X": 2 * objective.n_evals + softmax_passes + 2 * hvps.calls,
             "L_total": l_total(coef, b, X, y),
         }
         print(f"preconditioner {label:18s} " + json.dumps(runs[label]), flush=True)
@@ -214,7 +226,10 @@ def main():
             f"{p['products_s'] * 1e3:7.1f} ms   ratio {p['ratio']:.2f}"
         )
     for label, r in row["preconditioner"].items():
-        print(f"preconditioner {label:18s} {r['n_iter']:4d} iterations  L_total {r['L_total']:.6f}")
+        print(
+            f"preconditioner {label:20s} {r['n_iter']:4d} iterations {r['passes_over_X']:4d} "
+            f"passes  L_total {r['L_total']:.6f}"
+        )
     for target, met in targets.items():
         print(f"{'MET   ' if met else 'MISSED'} {target}")
     row["targets"] = targets

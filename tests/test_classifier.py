@@ -92,20 +92,24 @@ def _centred(intercept):
 # ------------------------------------------------------------------ against scikit-learn
 
 
+@pytest.mark.parametrize("solver", ["auto", "newton-cg"])
 @pytest.mark.parametrize("case", list(SKLEARN_CASES))
-def test_matches_sklearn_logistic_regression(case):
+def test_matches_sklearn_logistic_regression(case, solver):
     data, l2, fit_intercept, class_weight, weight_seed = SKLEARN_CASES[case]
     X, y = data()
     sample_weight = None if weight_seed is None else _weights(len(y), weight_seed)
     params = {"fit_intercept": fit_intercept, "class_weight": class_weight}
-    ours = SoftmaxClassifier(l2=l2, **TIGHT, **params).fit(X, y, sample_weight=sample_weight)
+    ours = SoftmaxClassifier(l2=l2, solver=solver, **TIGHT, **params)
+    ours.fit(X, y, sample_weight=sample_weight)
     ref = LogisticRegression(C=1.0 / l2, solver="newton-cg", **TIGHT, **params)
     ref.fit(X, y, sample_weight=sample_weight)
 
     assert ours.coef_.shape == ref.coef_.shape == (len(np.unique(y)), X.shape[1])
     scale = np.abs(ref.coef_).max()
     coef_err = np.abs(ours.coef_ - ref.coef_).max() / scale
-    assert coef_err <= MATCH_RTOL, f"{case}: coef_ differs from sklearn's by {coef_err:.2e}"
+    assert coef_err <= MATCH_RTOL, (
+        f"{case}: coef_ of solver={solver!r} differs from sklearn's newton-cg by {coef_err:.2e}"
+    )
     intercept_err = np.abs(_centred(ours.intercept_) - _centred(ref.intercept_)).max() / scale
     assert intercept_err <= MATCH_RTOL, f"{case}: intercept_ differs by {intercept_err:.2e}"
     if not fit_intercept:
@@ -320,7 +324,7 @@ def test_without_warm_start_fit_starts_afresh():
     np.testing.assert_array_equal(clf.fit(X, y).coef_, first)
 
 
-@pytest.mark.parametrize("solver", ["lbfgs", "gd"])
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
 def test_loss_curve_decreases_and_ends_at_L_total(solver):
     X, y = _wine()
     clf = SoftmaxClassifier(l2=1.0, solver=solver, max_iter=2000).fit(X, y)
@@ -554,3 +558,21 @@ def test_binary_decision_function_is_one_column():
     scores = clf.decision_function(X)
     assert scores.shape == (200,)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[(scores > 0).astype(int)])
+
+
+def test_auto_is_the_default_and_solver_names_the_choice():
+    """``solver="auto"``: Newton-CG on data with few entries per feature, else L-BFGS."""
+    import scipy.sparse as sp
+
+    assert SoftmaxClassifier().solver == "auto"
+    X, y = _iris()
+    assert SoftmaxClassifier().fit(X, y).solver_ == "lbfgs"
+    assert SoftmaxClassifier(solver="newton-cg").fit(X, y).solver_ == "newton-cg"
+    rng = np.random.default_rng(0)
+    X_text = sp.random(120, 3000, density=0.003, format="csr", random_state=0)
+    y_text = rng.integers(0, 3, 120)
+    clf = SoftmaxClassifier(tol=1e-8).fit(X_text, y_text)
+    assert clf.solver_ == "newton-cg"
+    ref = SoftmaxClassifier(solver="lbfgs", tol=1e-10).fit(X_text, y_text)
+    scale = np.abs(ref.coef_).max()
+    assert np.abs(clf.coef_ - ref.coef_).max() <= 1e-5 * scale

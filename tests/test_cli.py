@@ -107,7 +107,7 @@ def test_train_with_no_arguments(digits_run):
     assert meta["classes"] == list(range(10))
     assert meta["n_features"] == 64 and meta["image_shape"] == [8, 8]
     assert meta["preprocessing"] == {"standardize": False}
-    assert meta["l2"] == 1.0 and meta["solver"] == "lbfgs"
+    assert meta["l2"] == 1.0 and meta["solver"] == "auto"
     assert meta["crossent_version"] == crossent.__version__
     assert abs(meta["training"]["test_accuracy"] - float(accuracy.group(2))) <= 5e-5
     assert meta["training"]["converged"] is True

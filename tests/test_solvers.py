@@ -11,13 +11,21 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.datasets import load_digits, make_classification
 from sklearn.preprocessing import StandardScaler
 
 from crossent import SoftmaxClassifier
 from crossent._stats import feature_moments, feature_scales
 from crossent.objective import LinearSoftmaxObjective
-from crossent.solvers import FULL_BATCH, MINIBATCH, SOLVERS, Preconditioner, Problem
+from crossent.solvers import (
+    FULL_BATCH,
+    MINIBATCH,
+    SOLVERS,
+    Preconditioner,
+    Problem,
+    choose_solver,
+)
 from crossent.solvers._lbfgs import default_memory
 
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
@@ -74,7 +82,9 @@ def full_batch_cases():
 
 
 SOLVER_OPTIONS = {  # tight tolerances; gd's max_iter bounds its stall near rounding level
+    "auto": {"tol": 1e-10, "max_iter": 10_000},
     "lbfgs": {"tol": 1e-10, "max_iter": 10_000},
+    "newton-cg": {"tol": 1e-10, "max_iter": 200},
     "gd": {"tol": 1e-9, "max_iter": 500},
 }
 
@@ -489,3 +499,66 @@ def test_the_transposed_layout_holds_V_as_its_d_by_C_transpose():
     np.testing.assert_array_equal(coef, [[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]])
     assert coef.T.flags.c_contiguous  # the objective reads Wᵀ without a copy
     np.testing.assert_array_equal(precond.gradient_to_x(coef, intercept), np.arange(8.0))
+
+
+# ------------------------------------------------------------------ newton-cg and auto
+
+
+@pytest.mark.parametrize("case", list(full_batch_cases()))
+def test_newton_cg_reports_convergence_and_a_decreasing_curve(full_batch_optima, case):
+    _, result, _ = full_batch_optima[case]["newton-cg"]
+    assert result.converged, result.message
+    assert 0 < result.n_iter == len(result.loss_curve)
+    curve = np.asarray(result.loss_curve)
+    assert np.all(np.diff(curve) <= 1e-12 * np.abs(curve[:-1])), "Newton-CG loss_curve rose"
+    assert result.n_iter <= 30, f"{case}: Newton-CG took {result.n_iter} iterations"
+
+
+def test_full_batch_stop_needs_a_settled_objective_as_well():
+    """At ``tol`` the gradient test counts only once an iteration lowered F by <= tol rel."""
+    assert Problem.settled(1.0, 1.0 - 1e-5, 1e-4)
+    assert not Problem.settled(1.0, 1.0 - 1e-3, 1e-4)
+    assert Problem.settled(1e-3, 1e-3 - 5e-5, 1e-4)  # relative to max(|F|, 1)
+    X, y = _classification()
+    problem, x0 = make_problem(X, y, 1.0)
+    for solver in ("lbfgs", "newton-cg"):
+        seen: list[float] = []
+
+        def record(iteration, loss, grad_max, x, seen=seen):
+            seen.append(loss)
+
+        SOLVERS[solver](problem, x0, max_iter=1000, tol=1e-4, callback=record)
+        values = [problem.value_grad(x0)[0] * problem.normaliser, *seen]
+        last, before = values[-1], values[-2]
+        assert Problem.settled(before / problem.normaliser, last / problem.normaliser, 1e-4)
+
+
+def test_auto_chooses_newton_cg_for_few_entries_per_feature():
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 4
+    sparse_X = sp.random(200, 5000, density=0.002, format="csr", random_state=0)
+    dense_X = rng.standard_normal((200, 10))
+    sparse_problem, _ = make_problem(sparse_X, y, 1.0)
+    dense_problem, _ = make_problem(dense_X, y, 1.0)
+    assert choose_solver(sparse_problem) == "newton-cg"
+    assert choose_solver(dense_problem) == "lbfgs"
+    dense_problem.objective.world_size = 2  # as a DistributedObjective of two ranks has
+    assert choose_solver(dense_problem) == "lbfgs"
+    with pytest.raises(ValueError, match="not distributed"):
+        dense_problem.hessian_at(np.zeros(4 * 11))
+
+
+def test_auto_polishes_an_ftol_stop_of_lbfgs_with_newton_cg():
+    """Raw wine at tol 1e-10: SciPy's L-BFGS stops on rounding first; auto goes on."""
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    problem, x0 = make_problem(X, y, 1.0)
+    plain = SOLVERS["lbfgs"](problem, x0, max_iter=10_000, tol=1e-10)
+    auto = SOLVERS["auto"](problem, x0, max_iter=10_000, tol=1e-10)
+    assert auto.converged, auto.message
+    grad_plain = problem.model_grad_max(problem.value_grad(plain.x)[1])
+    grad_auto = problem.model_grad_max(problem.value_grad(auto.x)[1])
+    assert grad_auto <= max(1e-10, grad_plain)
+    if grad_plain > 1e-10:
+        assert "then newton-cg" in auto.message

@@ -352,7 +352,8 @@ def test_float32_csr_fit_keeps_float32_products(monkeypatch):
     objective = LinearSoftmaxObjective(X, y, 4, l2=1.0)
     best = objective.loss_gradient(model64.coef_, model64.intercept_)[0]
     reached = objective.loss_gradient(model32.coef_, model32.intercept_)[0]
-    assert 0.0 <= (reached - best) / best <= 1e-6
+    # the float64 fit is the optimum to within its rounding, which the float32 one may undercut
+    assert -1e-10 <= (reached - best) / best <= 1e-6
     assert model32.predict_proba(X.astype(np.float32)).dtype == np.float32
 
 

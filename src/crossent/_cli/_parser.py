@@ -58,7 +58,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "labels": None,
     "skip_bad_images": False,
     "l2": 1.0,
-    "solver": "lbfgs",
+    "solver": "auto",
     "max_iter": 1000,
     "tol": 1e-4,
     "batch_size": 256,
@@ -71,7 +71,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 # crossent.solvers.SOLVERS's names (a test keeps them equal); importing the solvers here
 # would import SciPy for --help.
-SOLVER_NAMES = ("adam", "gd", "lbfgs", "sgd")
+SOLVER_NAMES = ("adam", "auto", "gd", "lbfgs", "newton-cg", "sgd")
 GRADCHECK_THRESHOLD = 1e-6  # the worst error gradcheck accepts
 
 MAX_SEED = 2**32 - 1  # NumPy's RandomState (the split's and shuffling's) takes 0..2**32-1
@@ -247,7 +247,8 @@ def _add_solver_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--solver",
         choices=SOLVER_NAMES,
-        help=f"optimiser: lbfgs, gd (full batch) or sgd, adam (minibatch) {_default('solver')}",
+        help="optimiser: auto, lbfgs, newton-cg, gd (full batch) or sgd, adam (minibatch) "
+        f"{_default('solver')}",
     )
     train.add_argument(
         "--max-iter",

@@ -421,6 +421,7 @@ class _Result:
     curve: list[float]  # objective per iteration, the checkpoint's included
     converged: bool
     resumed_from: int | None  # the checkpoint's iteration, or None
+    solver: str  # what ran: --solver, with auto's choice ("auto → lbfgs")
 
 
 def _evaluate(
@@ -468,7 +469,14 @@ def _evaluate(
         curve=monitor.curve,
         converged=converged,
         resumed_from=None if monitor.start == 0 else monitor.start,
+        solver=_solver_ran(args.solver, clf),
     )
+
+
+def _solver_ran(solver: str, clf: SoftmaxClassifier) -> str:
+    """``solver`` as given, with what ``auto`` chose (the classifier's ``solver_``)."""
+    chosen = getattr(clf, "solver_", solver)
+    return solver if chosen == solver else f"{solver} → {chosen}"
 
 
 def _training_record(args: argparse.Namespace, data: DataInfo, result: _Result) -> dict[str, Any]:
@@ -639,7 +647,7 @@ def _print_text(
             if args.test_size
             else "(--test-size 0: every sample trains)"
         ),
-        f"model     {args.solver}, l2 = {args.l2:g}, {standardized}; {status} iterations, "
+        f"model     {result.solver}, l2 = {args.l2:g}, {standardized}; {status} iterations, "
         f"objective L_total = {result.objective:.6f}",
         *resumed,
         "",

@@ -34,6 +34,9 @@ def lbfgs(
 ) -> SolverResult:
     """Minimise ``F`` with L-BFGS until ``max |∂F/∂(W, b)| <= tol`` or ``max_iter`` iterations.
 
+    The gradient test counts once the last iteration lowered ``F`` by at most ``tol``
+    relative as well (see :meth:`Problem.settled`).
+
     Parameters
     ----------
     problem : Problem
@@ -51,7 +54,7 @@ def lbfgs(
     """
     last: dict[str, Any] = {}
     curve: list[float] = []
-    state = {"converged": False, "stopped": False}
+    state: dict[str, Any] = {"converged": False, "stopped": False}
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         if "x" in last and np.array_equal(last["x"], x):
@@ -65,6 +68,7 @@ def lbfgs(
         return problem.model_grad_max(last["grad"])
 
     def on_iteration(intermediate_result) -> None:
+        value_before, state["previous"] = state["previous"], float(intermediate_result.fun)
         curve.append(float(intermediate_result.fun) * problem.normaliser)
         grad_max = grad_max_at(intermediate_result.x)
         if callback is not None and callback(
@@ -72,13 +76,14 @@ def lbfgs(
         ):
             state["stopped"] = True
             raise StopIteration
-        if grad_max <= tol:
+        if grad_max <= tol and problem.settled(value_before, intermediate_result.fun, tol):
             state["converged"] = True
             raise StopIteration
 
     x_start = np.asarray(x0, dtype=np.float64)
     if grad_max_at(x_start) <= tol:
         return SolverResult(x_start, 0, True, [], "converged at the start")
+    state["previous"] = float(last["value"])  # F before the first iteration
     result = minimize(
         fun,
         x_start,

@@ -1,0 +1,245 @@
+"""The curvature of the L2-regularised softmax objective: Hessian-vector products.
+
+For ``L_total(W, b)`` of :mod:`crossent.objective` and a direction ``(V, c)`` (``V`` of
+``W``'s shape ``(C, d)``, ``c`` of ``b``'s ``(C,)``), the directional derivative of the
+gradient is
+
+.. math::
+
+    \\dot z_i = V x_i + c, \\qquad
+    h_i = s_i \\big(p_i \\odot \\dot z_i - p_i\\,(p_i^T \\dot z_i)\\big), \\qquad
+    H \\begin{pmatrix} V \\\\ c \\end{pmatrix} =
+    \\begin{pmatrix} \\sum_i h_i x_i^T + \\lambda V \\\\ \\sum_i h_i \\end{pmatrix},
+
+with ``p_i = softmax(W x_i + b)``: the softmax Jacobian ``diag(p) − p pᵀ`` applied to the
+change of the scores. Exact reference semantics, for a dense ``X`` in float64::
+
+    Hv = torch.autograd.functional.hvp(lambda W, b: L_total(W, b), (W, b), (V, c))[1]
+
+The products are two per Hessian-vector product (``Ż = X Vᵀ + c`` and ``Hᵀ X``), row chunk
+by row chunk as the objective's pass reads ``X`` (dense or CSR, float32 data staying
+float32 in the products, the sums float64), row blocks on the threads of
+:mod:`crossent._threads`. The probabilities ``p`` are computed once per point by
+:func:`softmax_curvature` (one more product, ``X Wᵀ``) and kept per chunk in ``X``'s dtype
+when they fit the memory budget; otherwise every product recomputes them (three products).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg.blas import daxpy as _axpy
+
+from crossent._threads import map_row_blocks, resolve_n_threads
+from crossent.objective import _csr_rows
+from crossent.softmax import row_shift
+
+__all__ = ["Curvature", "hessian_product", "softmax_curvature"]
+
+# The most bytes of cached probabilities ``p`` (n × C in X's dtype) kept between products.
+CACHE_BYTES = 1024 * 2**20
+# The most bytes of per-thread ``(C, d)`` float64 sums of one product (at least 2 threads).
+ACCUMULATOR_BYTES = 128 * 2**20
+
+
+def _probabilities_inplace(scores: np.ndarray) -> np.ndarray:
+    """Overwrite ``scores`` ``(rows, C)`` with ``softmax`` by row; the row sums in float64."""
+    np.subtract(scores, row_shift(np, scores, axis=1), out=scores)
+    np.exp(scores, out=scores)
+    norm = scores.sum(axis=1, dtype=np.float64)  # (rows,) Σ_j exp(z_j − max)
+    scores *= (1.0 / norm).astype(scores.dtype)[:, None]
+    return scores
+
+
+@dataclass
+class Curvature:
+    """The Hessian of ``L_total`` at one point ``(W, b)``, applied by :meth:`product`.
+
+    Made by :func:`softmax_curvature`; ``probs`` holds ``p`` per row chunk (keyed by the
+    chunk's first row) when cached, else is None and each product recomputes it.
+    """
+
+    objective: Any
+    weights: np.ndarray  # W in X's dtype, (C, d) ((d, C) C-contiguous transposed for CSR)
+    bias: np.ndarray | None  # b in X's dtype, or None without intercept
+    n_blocks: int
+    probs: dict[int, np.ndarray] | None = None
+    n_products: int = field(default=0)  # matrix products over X so far (passes × 2 or 3)
+
+    def _chunks(self, rows: slice):
+        step = self.objective.chunk_rows
+        for start in range(rows.start, rows.stop, step):
+            yield start, min(start + step, rows.stop)
+
+    def _chunk_X(self, start: int, stop: int) -> Any:
+        X = self.objective.X
+        return _csr_rows(X, start, stop) if sp.issparse(X) else X[start:stop]
+
+    def _probs(self, start: int, stop: int, X_chunk: Any) -> np.ndarray:
+        if self.probs is not None:
+            return self.probs[start]
+        scores = np.asarray(X_chunk @ self.weights.T)  # (rows, C)
+        if self.bias is not None:
+            scores += self.bias
+        return _probabilities_inplace(scores)
+
+    def product(
+        self, direction_coef: np.ndarray, direction_intercept: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``H (V, c)``: ``(Σ_i h_i x_iᵀ + λV, Σ_i h_i)``, float64, shapes (C, d), (C,).
+
+        ``direction_intercept`` is ignored (and the second result zero) without intercept.
+        """
+        obj = self.objective
+        sparse = sp.issparse(obj.X)
+        dtype = obj.X.dtype
+        direction64 = np.asarray(direction_coef, dtype=np.float64)
+        if sparse:
+            direction = np.ascontiguousarray(direction64.T, dtype=dtype).T
+        else:
+            direction = np.ascontiguousarray(direction64, dtype=dtype)
+        shift = None
+        if obj.fit_intercept and direction_intercept is not None:
+            shift = np.asarray(direction_intercept, dtype=dtype)
+        scale = float(getattr(obj, "_grad_scale", 1.0))
+        n_classes, n_features = obj.n_classes, obj.n_features
+
+        def block(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+            out_coef = np.zeros(
+                (n_features, n_classes) if sparse else (n_classes, n_features), np.float64
+            )
+            out_intercept = np.zeros(n_classes, dtype=np.float64)
+            for start, stop in self._chunks(rows):
+                X_chunk = self._chunk_X(start, stop)
+                probs = self._probs(start, stop, X_chunk)
+                dscores = np.asarray(X_chunk @ direction.T)  # (rows, C) ż
+                if shift is not None:
+                    dscores += shift
+                dscores *= probs  # p ⊙ ż
+                mean = dscores.sum(axis=1, dtype=np.float64)  # (rows,) pᵀż
+                dscores -= probs * mean.astype(dtype)[:, None]
+                dscores *= (obj.sample_weight[start:stop] * scale).astype(dtype)[:, None]
+                if sparse:
+                    out_coef += X_chunk.T @ dscores  # (d, C)
+                else:
+                    out_coef += dscores.T @ X_chunk  # (C, d)
+                if obj.fit_intercept:
+                    out_intercept += dscores.sum(axis=0, dtype=np.float64)
+            return out_coef, out_intercept
+
+        parts = map_row_blocks(block, obj.n_samples, self.n_blocks)
+        hess_coef, hess_intercept = parts[0]
+        for block_coef, block_intercept in parts[1:]:
+            hess_coef += block_coef
+            hess_intercept += block_intercept
+        if scale != 1.0:
+            hess_coef /= scale
+            hess_intercept /= scale
+        self.n_products += 2 if self.probs is not None else 3
+        hess_coef = hess_coef.T if sparse else hess_coef  # (C, d), F-ordered for sparse X
+        if obj.l2:  # + λV in place, as one flat axpy when the layouts agree
+            same = hess_coef.flags.f_contiguous == direction64.flags.f_contiguous
+            if same and (hess_coef.flags.forc and direction64.flags.forc):
+                order: Literal["C", "F"] = "F" if hess_coef.flags.f_contiguous else "C"
+                flat = hess_coef.ravel(order=order)  # a view
+                _axpy(direction64.ravel(order=order), flat, a=obj.l2)
+            else:
+                hess_coef += obj.l2 * direction64
+        return hess_coef, hess_intercept
+
+
+def softmax_curvature(
+    objective: Any,
+    coef: np.ndarray,
+    intercept: np.ndarray | None = None,
+    *,
+    cache_bytes: int | None = None,
+) -> Curvature:
+    """The Hessian of ``objective``'s ``L_total`` at ``(coef, intercept)``, ready to apply.
+
+    One pass over ``X`` (the product ``X Wᵀ``) computes ``p = softmax(X Wᵀ + b)`` by row
+    chunk and keeps it, in ``X``'s dtype, when ``n · C`` entries take at most
+    ``cache_bytes`` (default :data:`CACHE_BYTES`); otherwise nothing is computed now and
+    each :meth:`Curvature.product` recomputes ``p`` (three products instead of two).
+
+    Parameters
+    ----------
+    objective : LinearSoftmaxObjective
+        Read only: ``X``, ``y``, ``sample_weight``, ``n_classes``, ``fit_intercept``, ``l2``,
+        ``n_threads``, ``chunk_rows``.
+    coef : ndarray, shape ``(n_classes, n_features)``
+    intercept : ndarray, shape ``(n_classes,)``, optional
+    cache_bytes : int, optional
+    """
+    X = objective.X
+    sparse = sp.issparse(X)
+    dtype = X.dtype
+    if sparse:
+        weights = np.ascontiguousarray(np.transpose(coef), dtype=dtype).T
+    else:
+        weights = np.ascontiguousarray(coef, dtype=dtype)
+    bias = None
+    if objective.fit_intercept and intercept is not None:
+        bias = np.asarray(intercept, dtype=dtype)
+    n, d = X.shape
+    work = 8.0 * X.nnz if sparse else float(n) * d
+    n_threads = resolve_n_threads(objective.n_threads, work * objective.n_classes)
+    # each block holds two (C, d) float64 sums: at most ACCUMULATOR_BYTES of them, 2 blocks
+    most = max(2, ACCUMULATOR_BYTES // (16 * d * objective.n_classes))
+    n_blocks = max(1, min(n_threads, most, -(-n // objective.chunk_rows)))
+    curvature = Curvature(objective, weights, bias, n_blocks)
+    budget = CACHE_BYTES if cache_bytes is None else int(cache_bytes)
+    if n * objective.n_classes * dtype.itemsize > budget:
+        return curvature
+
+    def block(rows: slice) -> dict[int, np.ndarray]:
+        cached = {}
+        for start, stop in curvature._chunks(rows):
+            X_chunk = curvature._chunk_X(start, stop)
+            scores = np.asarray(X_chunk @ weights.T)  # (rows, C)
+            if bias is not None:
+                scores += bias
+            cached[start] = _probabilities_inplace(scores)
+        return cached
+
+    probs: dict[int, np.ndarray] = {}
+    for part in map_row_blocks(block, n, n_blocks):
+        probs.update(part)
+    curvature.probs = probs
+    curvature.n_products = 1
+    return curvature
+
+
+def hessian_product(
+    objective: Any,
+    coef: np.ndarray,
+    intercept: np.ndarray | None,
+    direction_coef: np.ndarray,
+    direction_intercept: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``∇²L_total(W, b) · (V, c)`` of ``objective`` at ``(coef, intercept)``, in one call.
+
+    See :func:`softmax_curvature` to apply the Hessian at one point to many directions.
+
+    Returns
+    -------
+    hess_coef : ndarray, shape ``(n_classes, n_features)``, float64
+    hess_intercept : ndarray, shape ``(n_classes,)``, float64 (zeros without intercept)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossent.objective import LinearSoftmaxObjective
+    >>> from crossent.hessian import hessian_product
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0]]); y = np.array([0, 1])
+    >>> objective = LinearSoftmaxObjective(X, y, 2, l2=0.0)
+    >>> hW, hb = hessian_product(objective, np.zeros((2, 2)), np.zeros(2), np.eye(2))
+    >>> hW  # p = 1/2: each row's softmax Jacobian is [[1/4, -1/4], [-1/4, 1/4]]
+    array([[ 0.25, -0.25],
+           [-0.25,  0.25]])
+    """
+    curvature = softmax_curvature(objective, coef, intercept, cache_bytes=0)
+    return curvature.product(direction_coef, direction_intercept)
