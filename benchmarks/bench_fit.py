@@ -14,7 +14,8 @@ float64, 5 classes; 80 % train / 20 % test) and for a 1-thread and an all-core c
   products (when ``crossent.hessian.hessian_product`` exists), final ``L_total``, test
   accuracy; extra peak memory (tracemalloc, NumPy's allocations included) in a separate
   fit of the same kind capped at 30 iterations, so that tracing never slows a timed fit;
-- the optimum ``L*``: crossent L-BFGS at ``tol=1e-8``, cached in
+- the optimum ``L*``: crossent L-BFGS at ``tol=1e-8`` (or until 20 iterations gain less than
+  1e-10 relative), cached in
   ``results/optimum_<name>.json`` under a key of the data's shape, dtype, λ and a
   fingerprint of its bytes (``--recompute-optimum`` recomputes it);
 - time to reach scikit-learn's final ``L_total``, and time to come within 1e-4 (relative)
@@ -35,7 +36,10 @@ thread scaling on mnist-shape. Results: a table per data set, a summary, and
         [--threads {1,all,both}] [--recompute-optimum] [--out PATH] [--label TEXT]
 
 ``--quick`` uses smaller data (mnist-shape 12000 rows, probe-1000 5000, large-n 30000) to
-check the script end to end in a minute or two.
+check the script end to end in a few minutes. Data sets are run in turn and the JSON is
+rewritten after each. On a busy machine scikit-learn's all-core fits can be many times
+slower than its 1-thread ones (OpenMP and OpenBLAS threads spin while waiting for cores):
+look at ``meta.load_average`` before trusting a run.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ TOL = 1e-4  # both libraries' default
 MAX_ITER = 10000
 OPT_TOL = 1e-8  # the optimum's fit
 OPT_MAX_ITER = 20000
+OPT_FLAT = (20, 1e-10)  # ... or stop once 20 iterations lowered L_total by < 1e-10 relative
 NEAR = 1e-4  # "within 1e-4 of the optimum", relative
 CHASE_TOL = 1e-10  # crossent's recorded fit when the default one stops short of a target
 LADDER = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)  # scikit-learn's tolerances after 1e-4
@@ -241,6 +246,35 @@ class FunctionCounter:
         self.sites = []
 
 
+class ObjectiveCapture:
+    """Keeps the objectives that ``SoftmaxClassifier._objective`` builds during a fit, so that
+    their own ``n_evals`` can stand in when the counted method was not the one called."""
+
+    def __init__(self):
+        self.objectives: list[Any] = []
+        self.original = SoftmaxClassifier.__dict__.get("_objective")
+
+    def __enter__(self):
+        original, kept = self.original, self.objectives
+        if original is not None:
+
+            def capture(*args, **kwargs):
+                objective = original(*args, **kwargs)
+                kept.append(objective)
+                return objective
+
+            SoftmaxClassifier._objective = capture
+        return self
+
+    def __exit__(self, *exc):
+        if self.original is not None:
+            SoftmaxClassifier._objective = self.original
+
+    @property
+    def n_evals(self) -> int:
+        return sum(int(getattr(objective, "n_evals", 0)) for objective in self.objectives)
+
+
 def hessian_product_function() -> Callable | None:
     """``crossent.hessian.hessian_product`` if this crossent has it, else None."""
     try:
@@ -302,6 +336,7 @@ def timed_fit(library: str, model, column: str, data: dict, recorder: Recorder |
         stack.enter_context(blas_threads(column))
         evals = stack.enter_context(Counter(*owner))
         hvps = stack.enter_context(FunctionCounter(hessp)) if hessp is not None else None
+        built = stack.enter_context(ObjectiveCapture()) if library == "crossent" else None
         if recorder is not None:
             recorder.start = time.perf_counter()
         start = time.perf_counter()
@@ -310,7 +345,7 @@ def timed_fit(library: str, model, column: str, data: dict, recorder: Recorder |
     return {
         "seconds": seconds,
         "n_iter": int(np.max(model.n_iter_)),
-        "n_evals": evals.calls,
+        "n_evals": evals.calls or (built.n_evals if built is not None else 0),
         "n_hessian_products": None if hvps is None else hvps.calls,
         "L_total": l_total(model.coef_, model.intercept_, X, y_index),
         "test_accuracy": float(model.score(data["X_test"], data["y_test"])),
@@ -344,23 +379,53 @@ def optimum(name: str, data: dict, recompute: bool) -> dict[str, Any]:
     if key in cache and not recompute:
         return {**cache[key], "key": key, "cached": True}
     print(f"  computing the optimum of {name} (crossent lbfgs, tol {OPT_TOL:g}) ...", flush=True)
-    model = SoftmaxClassifier(l2=L2, solver="lbfgs", tol=OPT_TOL, max_iter=OPT_MAX_ITER, n_jobs=-1)
+    recorder = Recorder()
+    span, flat = OPT_FLAT
+
+    def flat_enough(progress) -> bool:  # the last `span` iterations gained < `flat` relative
+        recorder(progress)
+        return flat_enough_at_end(recorder.points, span, flat)
+
+    model = SoftmaxClassifier(
+        l2=L2,
+        solver="lbfgs",
+        tol=OPT_TOL,
+        max_iter=OPT_MAX_ITER,
+        n_jobs=-1,
+        callback=flat_enough,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(X, y)
+    n_iter = int(model.n_iter_)
+    if n_iter >= OPT_MAX_ITER:
+        ended = f"max_iter {OPT_MAX_ITER}"
+    elif len(recorder.points) > span and flat_enough_at_end(recorder.points, span, flat):
+        ended = f"{span} iterations gained < {flat:g} relative"
+    else:
+        ended = f"max |gradient| <= {OPT_TOL:g} (or L-BFGS-B's ftol)"
     entry = {
         "L_total": l_total(model.coef_, model.intercept_, X, y_index),
         "method": f"crossent SoftmaxClassifier(solver='lbfgs', tol={OPT_TOL:g})",
-        "n_iter": int(model.n_iter_),
+        "ended": ended,
+        "n_iter": n_iter,
         "seconds": time.perf_counter() - start,
         "crossent": crossent.__version__,
         "computed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    cache = json.loads(path.read_text()) if path.exists() else {}  # as it is now
     cache[key] = entry
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cache, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
     return {**entry, "key": key, "cached": False}
+
+
+def flat_enough_at_end(points: list, span: int, flat: float) -> bool:
+    losses = [point[2] for point in points[-span - 1 :]]
+    return len(losses) > span and losses[0] - losses[-1] < flat * abs(losses[-1])
 
 
 def sklearn_ladder(first: dict, column: str, data: dict, target: float, budget: float | None):
@@ -372,11 +437,13 @@ def sklearn_ladder(first: dict, column: str, data: dict, target: float, budget: 
     rungs = [{"tol": TOL, **first}]
     spent = 0.0
     note = None
+    ran = True
     for tol in LADDER:
         if rungs[-1]["L_total"] <= target:
             break
         if budget is None:
             note = "lower tolerances not run in this column (--ladder-both runs them)"
+            ran = False
             break
         if spent > budget:
             note = f"stopped: ladder budget of {budget:g} s spent"
@@ -397,6 +464,7 @@ def sklearn_ladder(first: dict, column: str, data: dict, target: float, budget: 
         note = f"not reached down to tol {rungs[-1]['tol']:g}"
     return {
         "reached": reached,
+        "ran": ran,
         "tol": rungs[-1]["tol"] if reached else None,
         "seconds": rungs[-1]["seconds"] if reached else None,
         "note": note,
@@ -498,17 +566,19 @@ def _brief(r: dict) -> str:
     )
 
 
-def memory(data: dict, columns: dict, args) -> dict[str, float]:
-    """Extra peak MiB of each library's fit (all-core settings), traced."""
+def memory(data: dict, columns: dict, column: str, args) -> dict[str, Any]:
+    """Extra peak MiB of each library's fit with the threads of ``column``, traced."""
     ce_iters = min(columns["crossent"]["n_iter"], MEMORY_ITERS)
     sk_iters = min(columns["sklearn"]["n_iter"], MEMORY_ITERS)
-    ce = crossent_model(args.solver, "all", tol=TOL, max_iter=max(ce_iters, 1))
+    ce = crossent_model(args.solver, column, tol=TOL, max_iter=max(ce_iters, 1))
     sk = LogisticRegression(C=1.0 / L2, solver="lbfgs", tol=TOL, max_iter=max(sk_iters, 1))
-    return {
-        "sklearn_peak_MiB": traced_peak(sk, data),
-        "crossent_peak_MiB": traced_peak(ce, data),
-        "iterations_traced": {"sklearn": sk_iters, "crossent": ce_iters},
-    }
+    with blas_threads(column):
+        return {
+            "sklearn_peak_MiB": traced_peak(sk, data),
+            "crossent_peak_MiB": traced_peak(ce, data),
+            "iterations_traced": {"sklearn": sk_iters, "crossent": ce_iters},
+            "threads": column,
+        }
 
 
 # ---------------------------------------------------------------------------- one pass
@@ -599,7 +669,7 @@ def machine(args) -> dict[str, Any]:
         "optimum_tol": OPT_TOL,
         "near_optimum": NEAR,
         "memory": f"tracemalloc peak of a separate fit capped at {MEMORY_ITERS} iterations "
-        "(all-core settings); NumPy's allocations are traced",
+        "(the last thread column's settings); NumPy's allocations are traced",
     }
 
 
@@ -677,11 +747,16 @@ def print_dataset(name: str, row: dict) -> None:
     )
     for c in columns:
         ladder = row["columns"][c]["sklearn_ladder"]
-        tol = f"tol {ladder['tol']:g}" if ladder["reached"] else "not reached"
-        print(f"  sklearn to within 1e-4 of L* [{c}]: {tol}" + _note(ladder["note"]))
+        if ladder["reached"]:
+            verdict = f"tol {ladder['tol']:g}"
+        else:
+            verdict = "not measured" if ladder["ran"] is False else "not reached"
+        print(f"  sklearn to within 1e-4 of L* [{c}]: {verdict}" + _note(ladder["note"]))
     mem = row["memory"]
     print(
-        f"  extra peak memory, MiB (traced, all cores): sklearn {mem['sklearn_peak_MiB']:.1f}, "
+        f"  extra peak memory, MiB (traced, [{mem['threads']}], first "
+        f"{max(mem['iterations_traced'].values())} iterations at most): "
+        f"sklearn {mem['sklearn_peak_MiB']:.1f}, "
         f"crossent {mem['crossent_peak_MiB']:.1f}"
     )
     for c in columns:
@@ -705,7 +780,7 @@ def _met(target: dict) -> str:
 
 
 def print_summary(rows: dict, passes: dict) -> None:
-    print("\n== summary (all cores unless marked; ratios crossent / sklearn)")
+    print("\n== summary (col: threads; ratios crossent / sklearn; L rel: (L - L*) / L*)")
     print(
         f"{'dataset':12s} {'col':>4s} {'sk fit s':>9s} {'ce fit s':>9s} {'fit':>7s} "
         f"{'reach skL':>9s} {'reach L*':>9s} {'sk L rel':>9s} {'ce L rel':>9s} "
@@ -822,7 +897,7 @@ def main(argv=None):
         for column in columns:
             row["columns"][column] = run_column(name, column, data, opt, args)
         last = row["columns"][columns[-1]]
-        row["memory"] = memory(data, last, args)
+        row["memory"] = memory(data, last, columns[-1], args)
         lowest = min(
             min(col["sklearn"]["L_total"], col["crossent"]["L_total"])
             for col in row["columns"].values()
