@@ -72,7 +72,7 @@ from sklearn.linear_model._linear_loss import LinearModelLoss
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import crossent
-from _timing import timings
+from _timing import best_of
 from crossent import SoftmaxClassifier
 from crossent._threads import available_cores
 from crossent.objective import LinearSoftmaxObjective
@@ -611,11 +611,7 @@ def memory(data: dict, columns: dict, column: str, args) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- one pass
-def best_time(fn, repeat=5):
-    return min(timings(fn, repeat))
-
-
-def pass_vs_floor(X, y, n_classes, n_threads, repeat=5):
+def pass_vs_floor(X, y, n_classes, n_threads):
     """One loss+gradient evaluation beside its two matrix products, on ``n_threads``.
 
     The floor is ``X Wᵀ`` and ``Gᵀ X`` as two single BLAS calls into preallocated outputs,
@@ -636,8 +632,8 @@ def pass_vs_floor(X, y, n_classes, n_threads, repeat=5):
         np.matmul(grad_rows.T, X, out=grad)
 
     with threadpool_limits(n_threads, user_api="blas"):
-        floor = best_time(products, repeat)
-        one_pass = best_time(lambda: objective.loss_gradient(coef, intercept), repeat)
+        floor = best_of(products)
+        one_pass = best_of(lambda: objective.loss_gradient(coef, intercept))
     return {"products_s": floor, "loss_grad_s": one_pass, "ratio": one_pass / floor}
 
 
@@ -830,6 +826,13 @@ def _met(target: dict) -> str:
 
 
 def print_summary(rows: dict, passes: dict) -> None:
+    if rows:
+        print_fit_summary(rows)
+    if passes:
+        print_passes(passes)
+
+
+def print_fit_summary(rows: dict) -> None:
     print("\n== summary (col: threads; ratios crossent / sklearn; L rel: (L - L*) / L*)")
     print(
         f"{'dataset':12s} {'col':>4s} {'sk fit s':>9s} {'ce fit s':>9s} {'fit':>7s} "
@@ -852,6 +855,9 @@ def print_summary(rows: dict, passes: dict) -> None:
                 f"{col['sklearn']['test_accuracy']:7.4f} {col['crossent']['test_accuracy']:7.4f}"
                 f"  {verdicts}"
             )
+
+
+def print_passes(passes: dict) -> None:
     if passes:
         print(f"\n== one objective evaluation vs X Wᵀ + Gᵀ X (target <= {PASS_TARGET})")
         print(f"{'dataset':12s} {'threads':>7s} {'products s':>11s} {'loss_grad s':>11s} ratio")
@@ -912,6 +918,7 @@ def parse_args(argv=None):
         help="the most seconds of crossent's tighter recorded fit (default 300)",
     )
     parser.add_argument("--no-pass", action="store_true", help="skip the one-pass timings")
+    parser.add_argument("--pass-only", action="store_true", help="only the one-pass timings")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default {RESULTS}")
     parser.add_argument("--label", default="", help="a note stored with the results")
     return parser.parse_args(argv)
@@ -935,31 +942,9 @@ def main(argv=None):
         X, y = load(name, args.quick)
         data = split(name, X, y)
         print(f"\n{name}: {data['X_train'].shape} {X.dtype}", flush=True)
-        opt = optimum(name, data, args.recompute_optimum)
-        row: dict[str, Any] = {
-            "shape": list(data["X_train"].shape),
-            "n_test": int(data["X_test"].shape[0]),
-            "dtype": str(X.dtype),
-            "n_classes": data["n_classes"],
-            "optimum": opt,
-            "columns": {},
-        }
-        for column in columns:
-            row["columns"][column] = run_column(name, column, data, opt, args)
-        last = row["columns"][columns[-1]]
-        row["memory"] = memory(data, last, columns[-1], args)
-        lowest = min(
-            min(col["sklearn"]["L_total"], col["crossent"]["L_total"])
-            for col in row["columns"].values()
-        )
-        if lowest < opt["L_total"] * (1 - 1e-9):
-            row["optimum_warning"] = (
-                f"a fit ended at L_total {lowest:.12g}, below the cached L* "
-                f"{opt['L_total']:.12g}: recompute the optimum (--recompute-optimum)"
-            )
-            print(f"  WARNING: {row['optimum_warning']}")
-        rows[name] = row
-        print_dataset(name, row)
+        if not args.pass_only:
+            rows[name] = fit_dataset(name, data, columns, args)
+            print_dataset(name, rows[name])
         if name in ("mnist-shape", "probe-1000") and not args.no_pass:
             passes[name] = one_pass(name, data)
         _write(args, info, rows, passes, time.perf_counter() - started)
@@ -967,12 +952,40 @@ def main(argv=None):
     print(f"\ntotal {time.perf_counter() - started:.0f} s; wrote {args.out}")
 
 
+def fit_dataset(name: str, data: dict, columns: tuple[str, ...], args) -> dict[str, Any]:
+    """Everything of part 1 for one data set: the optimum, each thread column, the memory."""
+    opt = optimum(name, data, args.recompute_optimum)
+    row: dict[str, Any] = {
+        "shape": list(data["X_train"].shape),
+        "n_test": int(data["X_test"].shape[0]),
+        "dtype": str(data["X_train"].dtype),
+        "n_classes": data["n_classes"],
+        "optimum": opt,
+        "columns": {},
+    }
+    for column in columns:
+        row["columns"][column] = run_column(name, column, data, opt, args)
+    row["memory"] = memory(data, row["columns"][columns[-1]], columns[-1], args)
+    finals = [
+        rung["L_total"]
+        for col in row["columns"].values()
+        for rung in col["sklearn_ladder"]["rungs"]
+    ]
+    finals += [col["crossent"]["L_total"] for col in row["columns"].values()]
+    if min(finals) < opt["L_total"] * (1 - 1e-9):
+        row["optimum_warning"] = (
+            f"a fit ended at L_total {min(finals):.12g}, below L* {opt['L_total']:.12g}: "
+            "recompute the optimum (--recompute-optimum)"
+        )
+        print(f"  WARNING: {row['optimum_warning']}")
+    return row
+
+
 def one_pass(name: str, data: dict) -> dict[str, Any]:
     print(f"  one evaluation vs its products ({name}) ...", flush=True)
     threads = [1, 2] + ([available_cores()] if available_cores() > 2 else [])
     X, y_index, n_classes = data["X_train"], data["y_index"], data["n_classes"]
-    repeat = 5 if X.shape[0] * X.shape[1] * n_classes < 1e10 else 3
-    by_threads = {str(t): pass_vs_floor(X, y_index, n_classes, t, repeat) for t in threads}
+    by_threads = {str(t): pass_vs_floor(X, y_index, n_classes, t) for t in threads}
     entry: dict[str, Any] = {"by_threads": by_threads}
     if name == "mnist-shape":
         one, two = by_threads["1"], by_threads["2"]
