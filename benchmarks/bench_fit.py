@@ -330,8 +330,8 @@ def crossent_model(solver: str | None, column: str, **params) -> SoftmaxClassifi
     return SoftmaxClassifier(l2=L2, n_jobs=1 if column == "1" else -1, **params)
 
 
-def sklearn_model(tol: float, **params) -> LogisticRegression:
-    return LogisticRegression(C=1.0 / L2, solver="lbfgs", tol=tol, max_iter=MAX_ITER, **params)
+def sklearn_model(tol: float, max_iter: int = MAX_ITER) -> LogisticRegression:
+    return LogisticRegression(C=1.0 / L2, solver="lbfgs", tol=tol, max_iter=max_iter)
 
 
 def timed_fit(library: str, model, column: str, data: dict, recorder: Recorder | None = None):
@@ -454,17 +454,26 @@ def sklearn_ladder(first: dict, column: str, data: dict, target: float, budget: 
             note = "lower tolerances not run in this column (--ladder-both runs them)"
             ran = False
             break
-        if spent > budget:
+        if spent >= budget:
             note = f"stopped: ladder budget of {budget:g} s spent"
             break
-        record = timed_fit("sklearn", sklearn_model(tol), column, data)
+        # No rung may overrun the budget: its iterations are capped at what the time left
+        # allows at the last rung's pace (then it is marked truncated).
+        pace = rungs[-1]["seconds"] / max(rungs[-1]["n_iter"], 1)
+        cap = max(1, int((budget - spent) / pace))
+        record = timed_fit("sklearn", sklearn_model(tol, max_iter=min(cap, MAX_ITER)), column, data)
+        record["truncated"] = record["n_iter"] >= min(cap, MAX_ITER)
         spent += record["seconds"]
         rungs.append({"tol": tol, **record})
         print(
             f"    sklearn tol {tol:g}: {record['seconds']:.2f} s, {record['n_iter']} iterations, "
-            f"L_total {record['L_total']:.10g}",
+            f"L_total {record['L_total']:.10g}"
+            + (" (truncated: budget)" if record["truncated"] else ""),
             flush=True,
         )
+        if record["truncated"] and record["L_total"] > target:
+            note = f"stopped: ladder budget of {budget:g} s spent (the last fit cut short)"
+            break
         if record["n_iter"] == rungs[-2]["n_iter"] and record["L_total"] == rungs[-2]["L_total"]:
             note = "stopped: a lower tol changed nothing (scikit-learn's ftol ends the fit)"
             break
@@ -477,7 +486,10 @@ def sklearn_ladder(first: dict, column: str, data: dict, target: float, budget: 
         "tol": rungs[-1]["tol"] if reached else None,
         "seconds": rungs[-1]["seconds"] if reached else None,
         "note": note,
-        "rungs": [{k: r[k] for k in ("tol", "seconds", "n_iter", "L_total")} for r in rungs],
+        "rungs": [
+            {k: r[k] for k in ("tol", "seconds", "n_iter", "L_total", "truncated") if k in r}
+            for r in rungs
+        ],
     }
 
 
@@ -498,9 +510,13 @@ def run_column(name: str, column: str, data: dict, opt: dict, args) -> dict[str,
     near_optimum = opt["L_total"] * (1 + NEAR)
     levels = {"reach_sklearn_L": sk["L_total"], "reach_optimum": near_optimum}
     reached = {what: default.first_below(level) for what, level in levels.items()}
+    ladder_budget = args.ladder_budget if column == "all" or args.ladder_both else None
+    # Without scikit-learn's lower tolerances in this column, its time to L* is unknown: the
+    # tighter fit then goes only as far as scikit-learn's final L_total.
+    wanted = levels if ladder_budget is not None else {"reach_sklearn_L": sk["L_total"]}
     chase_record = None
-    if any(point is None for point in reached.values()):  # a tighter fit, stopped when there
-        chase = Recorder(stop_below=min(levels.values()), max_seconds=args.chase_seconds)
+    if any(reached[what] is None for what in wanted):  # a tighter fit, stopped when there
+        chase = Recorder(stop_below=min(wanted.values()), max_seconds=args.chase_seconds)
         chase_record = timed_fit(
             "crossent",
             crossent_model(args.solver, column, tol=CHASE_TOL, max_iter=MAX_ITER, callback=chase),
@@ -517,8 +533,7 @@ def run_column(name: str, column: str, data: dict, opt: dict, args) -> dict[str,
     for point in reached.values():
         if point is not None:
             point.setdefault("from", "the tol 1e-4 fit")
-    budget = args.ladder_budget if column == "all" or args.ladder_both else None
-    ladder = sklearn_ladder(sk, column, data, near_optimum, budget)
+    ladder = sklearn_ladder(sk, column, data, near_optimum, ladder_budget)
     sk_times = {
         "fit": sk["seconds"],
         "reach_sklearn_L": sk["seconds"],
