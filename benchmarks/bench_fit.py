@@ -22,8 +22,12 @@ float64, 5 classes; 80 % train / 20 % test) and for a 1-thread and an all-core c
   of ``L*``: for crossent from ``(elapsed, L_total)`` recorded after every iteration by the
   classifier's ``callback`` (crossent's own float64 accumulation; the callback does no pass
   over ``X``); if the default fit stops short, a second fit at ``tol=1e-10`` is recorded
-  until it gets there. For scikit-learn, its tolerance is lowered 1e-4, 1e-5, … until its
-  final ``L_total`` is within 1e-4 of ``L*``: that tolerance and its fit time;
+  until it gets there (at most ``--chase-seconds``). For scikit-learn, its tolerance is
+  lowered 1e-5, 1e-6, … after 1e-4 until its final ``L_total`` is within 1e-4 of ``L*``:
+  that tolerance and its fit time (at most ``--ladder-budget`` seconds of such fits, in the
+  all-core column only unless ``--ladder-both``; without them the 1-thread column's crossent
+  fit is recorded only as far as scikit-learn's final ``L_total``). When one side never
+  gets there, the ratio is bounded by the time it spent trying (``ratio_bounds``);
 - the ratios crossent / scikit-learn and the issue's targets, met or missed.
 
 Then one objective evaluation (``LinearSoftmaxObjective.loss_gradient``) beside its two
@@ -33,7 +37,8 @@ thread scaling on mnist-shape. Results: a table per data set, a summary, and
 ``results/bench_fit.json`` (with the machine: CPU, cores, versions, BLAS, crossent's kernel).
 
     python benchmarks/bench_fit.py [--only NAME ...] [--quick] [--solver NAME]
-        [--threads {1,all,both}] [--recompute-optimum] [--out PATH] [--label TEXT]
+        [--threads {1,all,both}] [--recompute-optimum] [--ladder-budget S] [--ladder-both]
+        [--chase-seconds S] [--no-pass | --pass-only] [--out PATH] [--label TEXT]
 
 ``--quick`` uses smaller data (mnist-shape 12000 rows, probe-1000 5000, large-n 30000) to
 check the script end to end in a few minutes. Data sets are run in turn and the JSON is
@@ -929,8 +934,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--chase-seconds",
         type=float,
-        default=300.0,
-        help="the most seconds of crossent's tighter recorded fit (default 300)",
+        default=240.0,
+        help="the most seconds of crossent's tighter recorded fit (default 240)",
     )
     parser.add_argument("--no-pass", action="store_true", help="skip the one-pass timings")
     parser.add_argument("--pass-only", action="store_true", help="only the one-pass timings")
