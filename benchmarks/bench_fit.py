@@ -946,6 +946,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.solver is not None:  # refused now rather than after the data and the optimum
+        SoftmaxClassifier(solver=args.solver)._validate_params()
     names = args.only or NAMES
     columns = ("1", "all") if args.threads == "both" else (args.threads,)
     info = machine(args)
