@@ -575,12 +575,15 @@ def run_column(name: str, column: str, data: dict, opt: dict, args) -> dict[str,
             "met": bool(ce["L_total"] <= sk["L_total"] + 1e-12 * abs(sk["L_total"])),
         }
     )
-    curve = default.points if chase_record is None else chase.points
     return {
         "sklearn": sk,
         "crossent": ce,
         "crossent_recorded_fit": chase_record,
-        "crossent_curve": [list(p) for p in curve],
+        # (iteration, seconds since the fit began, L_total by crossent's own accumulation)
+        "crossent_curve": [list(p) for p in default.points],
+        "crossent_recorded_curve": None
+        if chase_record is None
+        else [list(p) for p in chase.points],
         "crossent_reached": reached,
         "sklearn_ladder": ladder,
         "times": {"sklearn": sk_times, "crossent": ce_times},
