@@ -673,21 +673,32 @@ def cpu_model() -> str:
 
 
 def kernel_in_use() -> dict[str, Any]:
-    """Whether crossent's compiled kernel is in use: ``crossent._kernel``'s flag if any."""
+    """Whether crossent's compiled kernel is in use: ``crossent._kernel``'s availability flag
+    (a constant, or a function of no argument or of the dtype) if that module exists."""
     try:
         module = importlib.import_module("crossent._kernel")
     except ImportError:
         return {"kernel": "numpy", "module": None}
-    for flag in ("AVAILABLE", "available", "HAVE_KERNEL", "COMPILED", "is_available"):
-        if hasattr(module, flag):
-            value = getattr(module, flag)
-            value = bool(value() if callable(value) else value)
-            return {
-                "kernel": "compiled" if value else "numpy",
-                "module": "crossent._kernel",
-                "flag": f"{flag}={value}",
+    for flag in ("available", "AVAILABLE", "is_available", "HAVE_KERNEL", "COMPILED"):
+        if not hasattr(module, flag):
+            continue
+        value = getattr(module, flag)
+        if not callable(value):
+            found = bool(value)
+            return {"kernel": "compiled" if found else "numpy", "flag": f"{flag}={found}"}
+        try:
+            by_dtype = {
+                str(np.dtype(t)): bool(value(np.dtype(t))) for t in (np.float32, np.float64)
             }
-    return {"kernel": "unknown (crossent._kernel has no availability flag)", "module": None}
+        except TypeError:
+            found = bool(value())
+            return {"kernel": "compiled" if found else "numpy", "flag": f"{flag}()={found}"}
+        kinds = [dtype for dtype, found in by_dtype.items() if found]
+        return {
+            "kernel": f"compiled ({', '.join(kinds)})" if kinds else "numpy",
+            "flag": f"{flag}(dtype): {by_dtype}",
+        }
+    return {"kernel": "unknown (crossent._kernel has no availability flag)"}
 
 
 def machine(args) -> dict[str, Any]:
