@@ -11,13 +11,13 @@ float64, 5 classes; 80 % train / 20 % test) and for a 1-thread and an all-core c
 (crossent ``n_jobs=1`` / ``-1``; scikit-learn under ``threadpool_limits(1)`` / unlimited):
 
 - both fits at ``tol=1e-4``: wall time, iterations, loss+gradient evaluations, Hessian-vector
-  products (when ``crossent.hessian.hessian_product`` exists), final ``L_total``, test
-  accuracy; extra peak memory (tracemalloc, NumPy's allocations included) in a separate
-  fit of the same kind capped at 30 iterations, so that tracing never slows a timed fit;
+  products (when ``crossent.hessian`` exists: see :func:`hessian_counters`), final
+  ``L_total``, test accuracy; extra peak memory (tracemalloc, NumPy's allocations
+  included) in a separate fit of the same kind capped at 30 iterations, so that tracing
+  never slows a timed fit;
 - the optimum ``L*``: crossent L-BFGS at ``tol=1e-8`` (or until 20 iterations gain less than
-  1e-10 relative), cached in
-  ``results/optimum_<name>.json`` under a key of the data's shape, dtype, λ and a
-  fingerprint of its bytes (``--recompute-optimum`` recomputes it);
+  1e-10 relative), cached in ``results/optimum_<name>.json`` under a key of the data's
+  shape, dtype, λ and a fingerprint of its bytes (``--recompute-optimum`` recomputes it);
 - time to reach scikit-learn's final ``L_total``, and time to come within 1e-4 (relative)
   of ``L*``: for crossent from ``(elapsed, L_total)`` recorded after every iteration by the
   classifier's ``callback`` (crossent's own float64 accumulation; the callback does no pass
@@ -282,20 +282,25 @@ class ObjectiveCapture:
 
 
 def hessian_counters() -> list[Any]:
-    """Counters of Hessian-vector products, for whatever this crossent has of them:
-    ``crossent.hessian.hessian_product`` (wherever it is bound) and an objective method."""
-    counters: list[Any] = []
+    """Counters of Hessian-vector products, for whatever this crossent has of them: calls of
+    ``crossent.hessian.Curvature.product`` (one product each) if there is such a class, else
+    of ``crossent.hessian.hessian_product`` (wherever it is bound), else of an objective
+    method; none without them."""
     try:
         module = importlib.import_module("crossent.hessian")
     except ImportError:
         module = None
+    curvature = getattr(module, "Curvature", None)
+    if curvature is not None and callable(getattr(curvature, "product", None)):
+        return [Counter(curvature, "product")]
     function = getattr(module, "hessian_product", None)
     if callable(function):  # the one count (an objective method may call it)
         return [FunctionCounter(function)]
-    for name in HESSIAN_METHODS:
-        if callable(getattr(LinearSoftmaxObjective, name, None)):
-            counters.append(Counter(LinearSoftmaxObjective, name))
-    return counters
+    return [
+        Counter(LinearSoftmaxObjective, name)
+        for name in HESSIAN_METHODS
+        if callable(getattr(LinearSoftmaxObjective, name, None))
+    ]
 
 
 # ---------------------------------------------------------------------------- fitting
