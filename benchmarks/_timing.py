@@ -15,3 +15,15 @@ def timings(fn: Callable[[], object], repeat: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def best_of(
+    fn: Callable[[], object], seconds: float = 2.0, least: int = 3, most: int = 20
+) -> float:
+    """The fastest of ``least`` to ``most`` calls of ``fn`` (after one warm-up call), as many
+    as fit in about ``seconds``."""
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-9)
+    repeat = int(min(most, max(least, seconds // once)))
+    return min(timings(lambda: fn(), repeat))
