@@ -1,7 +1,10 @@
 """Time crossent's loss kernels against torch's cross_entropy on the CPU, and against the
 NumPy fallback kernel.
 
-For each shape (rows, classes) and dtype, on one thread and on all cores, in one process:
+For each shape (rows, classes) and dtype, on one thread (crossent ``n_threads=1``, torch
+``set_num_threads(1)``) and on all cores (crossent's default ``n_threads=None``, which takes
+one thread per 2**25 units of work up to all cores, so one for the small shapes; torch on all
+cores), in one process:
 
 - ``loss+grad``: :func:`crossent.softmax_cross_entropy_with_grad` vs torch forward+backward,
 - ``forward``: :func:`crossent.softmax_cross_entropy` vs torch forward (no grad),
@@ -14,6 +17,13 @@ load hits them alike) and the medians are compared. Prints a table of ratios and
     python benchmarks/bench_loss.py            # all shapes, float32 and float64
     python benchmarks/bench_loss.py --quick    # fewer rounds
     python benchmarks/bench_loss.py --cpu-time # 1 thread, CPU time (a busy machine)
+
+Thread scaling (1 thread → all cores) is timed twice: in the table's process, beside torch,
+and in a child process that never imports torch (``--scaling-only``). Beside torch the
+second core is not free: torch's OpenMP workers keep it busy after torch's own calls
+(measured at 4096×1000 float32: crossent on 2 threads took 4.3 ms right after a torch call
+and 2.2 ms without one, 20 ms of sleep in between or not), so the child's figure is
+crossent's own scaling.
 """
 
 from __future__ import annotations
@@ -21,14 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 import crossent
+from _timing import timings
 from crossent import _kernel, softmax_cross_entropy, softmax_cross_entropy_with_grad
 from crossent._threads import available_cores
 
@@ -65,12 +76,44 @@ def with_kernel(enabled: bool, fn):
     return run
 
 
+def crossent_scaling(shapes, dtypes, threads: int, rounds: int) -> dict[str, dict[str, float]]:
+    """crossent's own 1 → ``threads`` speed-up of loss+grad and forward (no torch here)."""
+    speedups = {}
+    for shape in shapes:
+        for dtype in dtypes:
+            rng = np.random.default_rng(0)
+            logits = (rng.standard_normal(shape) * 3).astype(dtype)
+            target = rng.integers(0, shape[1], shape[0])
+            cases = {
+                f"{kind} {k}": (lambda f=f, k=k, z=logits, t=target: f(z, t, n_threads=k))
+                for kind, f in (
+                    ("loss+grad", softmax_cross_entropy_with_grad),
+                    ("forward", softmax_cross_entropy),
+                )
+                for k in (1, threads)
+            }
+            # each setting in its own block: alternating 1 and 2 threads call by call leaves
+            # the whole array in the first core's cache before each 2-thread call (4096×1000
+            # float32: 2.15 ms in a block of 2-thread calls, 3.5 ms alternating, 3.75 ms on
+            # one thread)
+            calls = max(5, min(50, int(2e8 // (shape[0] * shape[1]))))
+            ms = {name: float(np.median(timings(fn, calls))) for name, fn in cases.items()}
+            key = f"{'x'.join(map(str, shape))} {dtype}"
+            speedups[key] = {
+                kind: ms[f"{kind} 1"] / ms[f"{kind} {threads}"] for kind in ("loss+grad", "forward")
+            }
+    return speedups
+
+
 def bench_one(shape, dtype, threads, rounds, clock=time.perf_counter) -> dict[str, float]:
+    import torch
+    import torch.nn.functional as F
+
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal(shape) * 3).astype(dtype)
     target = rng.integers(0, shape[1], shape[0])
     logits_t, target_t = torch.from_numpy(logits), torch.from_numpy(target)
-    n_threads = threads
+    n_threads = 1 if threads == 1 else None  # all cores: the library's default choice
 
     def torch_fwd_bwd():
         z = logits_t.detach().requires_grad_(True)
@@ -125,6 +168,11 @@ def main() -> None:
         action="store_true",
         help="one thread only, timed by process CPU time: steadier on a busy shared machine",
     )
+    parser.add_argument(
+        "--scaling-only",
+        action="store_true",
+        help="print crossent's thread scaling as JSON, without importing torch",
+    )
     args = parser.parse_args()
     if _kernel.LIBRARY is None:
         raise SystemExit("the compiled kernel is not built: pip install . (or build_ext)")
@@ -133,6 +181,9 @@ def main() -> None:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     rounds = 3 if args.quick else 7
     cores = available_cores()
+    if args.scaling_only:
+        print(json.dumps(crossent_scaling(shapes, args.dtypes.split(","), cores, rounds)))
+        return
     thread_counts = [1] if cores == 1 or args.cpu_time else [1, cores]
     clock = time.process_time if args.cpu_time else time.perf_counter
 
@@ -174,6 +225,21 @@ def main() -> None:
         print(f"\n1 → {thread_counts[-1]} threads speed-up, loss+grad (crossent / torch):")
         for key, value in scaling.items():
             print(f"  {key:>20s}: {value['loss+grad']:.2f} / {value['torch fwd+bwd']:.2f}")
+    alone = {}
+    if len(thread_counts) > 1:
+        command = [sys.executable, __file__, "--scaling-only", "--dtypes", args.dtypes]
+        if args.shapes:
+            command += ["--shapes", args.shapes]
+        if args.quick:
+            command.append("--quick")
+        alone = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+        print(f"\n1 → {cores} threads speed-up, crossent alone (a process without torch):")
+        for key, value in alone.items():
+            print(
+                f"  {key:>20s}: loss+grad {value['loss+grad']:.2f}, forward {value['forward']:.2f}"
+            )
+    import torch
+
     meta = {
         "crossent": crossent.__version__,
         "torch": torch.__version__,
@@ -189,7 +255,16 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = RESULTS.with_name("bench_loss_cpu.json") if args.cpu_time else RESULTS
     results.write_text(
-        json.dumps({"meta": meta, "rows": rows, "thread_scaling": scaling}, indent=2) + "\n"
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": rows,
+                "thread_scaling": scaling,
+                "thread_scaling_without_torch": alone,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     print(f"wrote {results}")
 
