@@ -631,19 +631,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _objective(self, X, y_index, weights) -> Any:
         """The objective on ``X``: on its device for a tensor (the torch kernel)."""
+        objective: Any = LinearSoftmaxObjective
         if _is_tensor(X):
-            from crossent.torch._objective import TorchObjective
-
-            return TorchObjective(
-                X,
-                y_index,
-                len(self.classes_),
-                l2=float(self.l2),
-                sample_weight=weights,
-                fit_intercept=self.fit_intercept,
-                n_threads=self.n_jobs,
-            )
-        return LinearSoftmaxObjective(
+            from crossent.torch._objective import TorchObjective as objective
+        return objective(
             X,
             y_index,
             len(self.classes_),

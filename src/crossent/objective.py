@@ -168,9 +168,7 @@ class LinearSoftmaxObjective:
             grad_coef /= self._grad_scale
             grad_intercept /= self._grad_scale
         coef64 = np.asarray(coef, dtype=np.float64)
-        loss = data_loss + 0.5 * self.l2 * float(
-            np.dot(coef64.ravel(order="K"), coef64.ravel(order="K"))
-        )
+        loss = data_loss + penalty(coef64, self.l2)
         if sparse:  # λW + the (d, C) sum read transposed: one pass, C-contiguous (C, d)
             penalty_grad = self.l2 * coef64
             penalty_grad += grad_coef.T
@@ -306,6 +304,15 @@ def loss_gradient(
         n_threads=n_threads,
     )
     return objective.loss_gradient(coef, intercept)
+
+
+def penalty(coef: np.ndarray, l2: float) -> float:
+    """The penalty ``(λ/2)‖W‖²`` of ``L_total`` in float64; its gradient is ``λW``.
+
+    Every objective (NumPy here, the torch device objective) adds it on the host.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    return 0.5 * l2 * float(np.dot(coef.ravel(order="K"), coef.ravel(order="K")))
 
 
 def _check_X(X: Any) -> Any:

@@ -37,7 +37,7 @@ import numpy as np
 
 from crossent._stats import max_abs
 from crossent._threads import check_n_threads
-from crossent.objective import _check_labels, _check_sample_weight, _gradient_scale
+from crossent.objective import _check_labels, _check_sample_weight, _gradient_scale, penalty
 
 __all__ = ["TorchObjective", "is_tensor", "resolve_device"]
 
@@ -225,8 +225,8 @@ class TorchObjective:
         if self._grad_scale != 1.0:
             grad_coef /= self._grad_scale
             grad_intercept /= self._grad_scale
-        loss += 0.5 * self.l2 * float(np.dot(coef64.ravel(), coef64.ravel()))
-        grad_coef += self.l2 * coef64
+        loss += penalty(coef64, self.l2)
+        grad_coef += self.l2 * coef64  # the penalty's gradient λW
         return loss, grad_coef, grad_intercept
 
     def _to_device(self, values: np.ndarray) -> Any:
