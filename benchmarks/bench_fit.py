@@ -575,7 +575,9 @@ def run_column(name: str, column: str, data: dict, opt: dict, args) -> dict[str,
     }
     # When one side never got there, its time is only known to exceed what it spent trying.
     bounds: dict[str, dict[str, Any]] = {}
-    sk_tried = ladder["rungs"][-1]["seconds"] if ladder["ran"] and not ladder["reached"] else None
+    # a lower tol only adds iterations: scikit-learn needs longer than its longest rung
+    longest = max((rung["seconds"] for rung in ladder["rungs"]), default=None)
+    sk_tried = longest if ladder["ran"] and not ladder["reached"] else None
     if ce_times["reach_optimum"] and sk_tried:
         bounds["reach_optimum"] = {"at_most": ce_times["reach_optimum"] / sk_tried}
     if chase_record is not None and chase.points:

@@ -18,8 +18,9 @@ memory is ``max_memory_allocated`` minus what was allocated before the call (the
 a float32 reference computed in row chunks: relative error ``‖got − ref‖ / ‖ref‖``.
 
 Classifier: L2-regularised softmax regression, ``L_total = Σ_i CE_i + (λ/2)‖W‖²`` (intercept
-not penalised, λ = 1), at probe-1000 (50000 × 256, the recipe of ``bench_fit.datasets()``)
-and 250000 × 1024, both 1000 classes, float32 on the GPU: a plain ``torch.optim.LBFGS`` fit
+not penalised, λ = 1), at probe-1000 (50000 × 256: the recipe of ``bench_fit.probe_1000``,
+drawn on the GPU with torch's generator, so other numbers than bench_fit's) and
+250000 × 1024, both 1000 classes, float32 on the GPU: a plain ``torch.optim.LBFGS`` fit
 (full batch, strong-Wolfe), crossent's ``SoftmaxClassifier(device="cuda")`` and scikit-learn's
 ``LogisticRegression`` with array-API dispatch on CUDA tensors. Each method's final L_total
 is evaluated the same way (float64, chunked).

@@ -54,7 +54,12 @@ def status(key):
 
 
 def memory_child(peer, n, d, C):
-    """Run in a fresh process: print the extra peak RSS of one fwd+bwd, in bytes."""
+    """Run in a fresh process: print the extra peak RSS of one fwd+bwd, in bytes.
+
+    At most 4 threads, as in tests/test_torch_memory.py: the BLAS workspace grows about
+    5 MiB per thread, and the bound there is for 4.
+    """
+    torch.set_num_threads(min(4, torch.get_num_threads()))
     small = problem(64, d, 1000)
     loss_of(peer, *small).backward()  # warm-up
     x, w, b, t = problem(n, d, C)

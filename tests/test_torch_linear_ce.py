@@ -128,7 +128,7 @@ def test_matches_torch_cross_entropy(
         _check(g1, g2, dtype, name)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])  # "none" has no fused path
 def test_general_path_matches_fused(reduction):
     """return_lse=True takes the custom-op path (4 products); the gradients agree."""
     x, w, b, t = _problem((9,), 5, 11, torch.float64, ignore=-1)

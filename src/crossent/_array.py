@@ -33,6 +33,11 @@ def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
     return xp, converted
 
 
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (never imports torch)."""
+    return bool(array_api_compat.is_torch_array(x))
+
+
 def check_floating(xp: Any, x: Array, name: str) -> None:
     """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
     if not xp.isdtype(x.dtype, "real floating"):

@@ -23,6 +23,8 @@ import array_api_compat
 import numpy as np
 import scipy.sparse as sp
 
+from crossent._array import is_tensor
+
 __all__ = ["feature_moments", "feature_scales", "max_abs"]
 
 _CHUNK_ROWS = 1024
@@ -34,7 +36,7 @@ AllReduce = Callable[[np.ndarray, str], np.ndarray]
 
 def _namespace(X: Any) -> Any:
     """NumPy for NumPy arrays and array-likes; the array-api-compat namespace of a tensor."""
-    return array_api_compat.array_namespace(X) if array_api_compat.is_torch_array(X) else np
+    return array_api_compat.array_namespace(X) if is_tensor(X) else np
 
 
 def _to_host(values: Any) -> np.ndarray:

@@ -7,7 +7,6 @@ import warnings
 from numbers import Integral, Real
 from typing import Any, ClassVar, NamedTuple
 
-import array_api_compat
 import numpy as np
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
@@ -23,6 +22,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from crossent._array import is_tensor
 from crossent._stats import max_abs
 from crossent._threads import check_n_threads, single_threaded_blas
 from crossent.objective import LinearSoftmaxObjective
@@ -277,7 +277,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C")
         else:
             X, y, sample_weight = self._validate_device_data(X, y, sample_weight, device)
-        _check_feature_scale(max_abs(X), X.shape[0])
+        largest = max_abs(X)  # one pass; also the objectives' bound of max |x|
+        _check_feature_scale(largest, X.shape[0])
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
         if classes.shape[0] < 2:
@@ -299,12 +300,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             l2=float(self.l2),
             penalty_weight=_penalty_weight(self.solver, len(classes)),
         )
-        objective = self._objective(X, y_index, weights)
+        objective = self._objective(X, y_index, weights, largest)
         problem = Problem(objective, precond, float(weights.sum()))
         validation = None
         if held_out is not None:
             X_val, y_val, w_val = held_out
-            validation = Problem(self._objective(X_val, y_val, w_val), precond, float(w_val.sum()))
+            validation = Problem(
+                self._objective(X_val, y_val, w_val, largest), precond, float(w_val.sum())
+            )
         x0 = self._start(precond, y_index, weights)
         options: dict[str, Any] = {}
         if self.solver in MINIBATCH:
@@ -365,7 +368,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 "partial_fit is not distributed (it runs the minibatch solvers): use fit "
                 "with solver='lbfgs' or 'gd' and distributed=True"
             )
-        if self.device is not None or _is_tensor(X):
+        if self.device is not None or is_tensor(X):
             raise ValueError(
                 "partial_fit runs the minibatch solvers on NumPy data only: pass NumPy "
                 "arrays with device=None, or use fit with solver='lbfgs' or 'gd' on the device"
@@ -386,7 +389,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"{self.classes_!r}"
             )
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_DTYPES, order="C", reset=first)
-        _check_feature_scale(max_abs(X), X.shape[0])
+        largest = max_abs(X)  # one pass; also the objective's bound of max |x|
+        _check_feature_scale(largest, X.shape[0])
         check_classification_targets(y)
         known = classes if first else self.classes_
         unseen = np.setdiff1d(np.unique(y), known)
@@ -409,7 +413,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self.loss_curve_ = []
             self.n_iter_ = 0
         self.n_samples_seen_ += float(weights.sum())
-        objective = self._objective(X, y_index, weights)
+        objective = self._objective(X, y_index, weights, largest)
         problem = Problem(objective, self._precond, self.n_samples_seen_)
         method = self.solver if self.solver in MINIBATCH else "adam"
         solver: Any = SOLVERS[method]
@@ -447,7 +451,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         NumPy array of the labels.
         """
         scores, _ = self._scores(X)  # checks that the model is fitted first
-        if _is_tensor(scores):
+        if is_tensor(scores):
             best = scores.argmax(dim=1)  # (n,) on X's device
             if self.classes_.dtype.kind in "biuf":
                 import torch
@@ -483,7 +487,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         tensor ``X`` the scores are a tensor on its device.
         """
         check_is_fitted(self)
-        if _is_tensor(X):
+        if is_tensor(X):
             return self._tensor_scores(X)
         X = validate_data(self, X, accept_sparse="csr", dtype=_DTYPES, reset=False)
         scores = np.empty((X.shape[0], self.coef_.shape[0]), dtype=np.float64)  # (n, C)
@@ -526,7 +530,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             from crossent.torch._objective import resolve_device
 
             device = resolve_device(self.device)
-        elif _is_tensor(X):
+        elif is_tensor(X):
             device = X.device
         else:
             return None
@@ -541,7 +545,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """``(X on device, y and sample_weight as NumPy)`` checked as ``validate_data`` does."""
         import torch
 
-        if _is_tensor(X):
+        if is_tensor(X):
             X = self._check_tensor(X, reset=True).to(device)
         elif issparse(X):
             raise TypeError(
@@ -629,10 +633,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("the sample weights sum to zero: there is nothing to fit")
         return weights
 
-    def _objective(self, X, y_index, weights) -> Any:
-        """The objective on ``X``: on its device for a tensor (the torch kernel)."""
+    def _objective(self, X, y_index, weights, x_max_abs: float) -> Any:
+        """The objective on ``X``: on its device for a tensor (the torch kernel).
+
+        ``x_max_abs`` bounds ``max |x|`` (that of all the data when ``X`` is a part of it).
+        """
         objective: Any = LinearSoftmaxObjective
-        if _is_tensor(X):
+        if is_tensor(X):
             from crossent.torch._objective import TorchObjective as objective
         return objective(
             X,
@@ -642,6 +649,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             sample_weight=weights,
             fit_intercept=self.fit_intercept,
             n_threads=self.n_jobs,
+            x_max_abs=x_max_abs,
         )
 
     def _start(self, precond: Preconditioner, y_index, weights, class_totals=None) -> np.ndarray:
@@ -718,19 +726,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         )
 
 
-def _is_tensor(x: Any) -> bool:
-    """Whether ``x`` is a torch tensor (without importing torch)."""
-    return bool(array_api_compat.is_torch_array(x))
-
-
 def _to_host(x: Any) -> Any:
     """A tensor as a NumPy array on the host; anything else unchanged."""
-    return x.detach().cpu().numpy() if _is_tensor(x) else x
+    return x.detach().cpu().numpy() if is_tensor(x) else x
 
 
 def _cast(values: Any, dtype: Any) -> Any:
     """``values`` in ``dtype``, in their own array type (NumPy: no copy when it is)."""
-    return values.to(dtype) if _is_tensor(values) else values.astype(dtype, copy=False)
+    return values.to(dtype) if is_tensor(values) else values.astype(dtype, copy=False)
 
 
 def _penalty_weight(solver: str, n_classes: int) -> float:

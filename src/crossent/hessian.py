@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import daxpy as _axpy
 
-from crossent._threads import map_row_blocks, resolve_n_threads
+from crossent._threads import map_row_blocks, single_threaded_blas
 from crossent.objective import _csr_rows
 from crossent.softmax import row_shift
 
@@ -78,7 +78,8 @@ class Curvature:
         X = self.objective.X
         return _csr_rows(X, start, stop) if sp.issparse(X) else X[start:stop]
 
-    def _probs(self, start: int, stop: int, X_chunk: Any) -> np.ndarray:
+    def _probs(self, start: int, X_chunk: Any) -> np.ndarray:
+        """``p`` of the chunk starting at row ``start``: cached, or from ``X_chunk``."""
         if self.probs is not None:
             return self.probs[start]
         scores = np.asarray(X_chunk @ self.weights.T)  # (rows, C)
@@ -97,14 +98,8 @@ class Curvature:
         sparse = sp.issparse(obj.X)
         dtype = obj.X.dtype
         direction64 = np.asarray(direction_coef, dtype=np.float64)
-        if sparse:
-            direction = np.ascontiguousarray(direction64.T, dtype=dtype).T
-        else:
-            direction = np.ascontiguousarray(direction64, dtype=dtype)
-        shift = None
-        if obj.fit_intercept and direction_intercept is not None:
-            shift = np.asarray(direction_intercept, dtype=dtype)
-        scale = float(getattr(obj, "_grad_scale", 1.0))
+        direction, shift = obj.in_data_dtype(direction64, direction_intercept)
+        scale = float(obj._grad_scale)
         n_classes, n_features = obj.n_classes, obj.n_features
 
         def block(rows: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +109,7 @@ class Curvature:
             out_intercept = np.zeros(n_classes, dtype=np.float64)
             for start, stop in self._chunks(rows):
                 X_chunk = self._chunk_X(start, stop)
-                probs = self._probs(start, stop, X_chunk)
+                probs = self._probs(start, X_chunk)
                 dscores = np.asarray(X_chunk @ direction.T)  # (rows, C) ż
                 if shift is not None:
                     dscores += shift
@@ -130,7 +125,8 @@ class Curvature:
                     out_intercept += dscores.sum(axis=0, dtype=np.float64)
             return out_coef, out_intercept
 
-        parts = map_row_blocks(block, obj.n_samples, self.n_blocks)
+        with single_threaded_blas():  # as in the objective's pass
+            parts = map_row_blocks(block, obj.n_samples, self.n_blocks)
         hess_coef, hess_intercept = parts[0]
         for block_coef, block_intercept in parts[1:]:
             hess_coef += block_coef
@@ -175,39 +171,26 @@ def softmax_curvature(
     cache_bytes : int, optional
     """
     X = objective.X
-    sparse = sp.issparse(X)
-    dtype = X.dtype
-    if sparse:
-        weights = np.ascontiguousarray(np.transpose(coef), dtype=dtype).T
-    else:
-        weights = np.ascontiguousarray(coef, dtype=dtype)
-    bias = None
-    if objective.fit_intercept and intercept is not None:
-        bias = np.asarray(intercept, dtype=dtype)
     n, d = X.shape
-    work = 8.0 * X.nnz if sparse else float(n) * d
-    n_threads = resolve_n_threads(objective.n_threads, work * objective.n_classes)
+    weights, bias = objective.in_data_dtype(coef, intercept)
     # each block holds two (C, d) float64 sums: at most ACCUMULATOR_BYTES of them, 2 blocks
     most = max(2, ACCUMULATOR_BYTES // (16 * d * objective.n_classes))
-    n_blocks = max(1, min(n_threads, most, -(-n // objective.chunk_rows)))
+    n_blocks = max(1, min(objective.n_row_blocks(), most))
     curvature = Curvature(objective, weights, bias, n_blocks)
     budget = CACHE_BYTES if cache_bytes is None else int(cache_bytes)
-    if n * objective.n_classes * dtype.itemsize > budget:
+    if n * objective.n_classes * X.dtype.itemsize > budget:
         return curvature
 
-    def block(rows: slice) -> dict[int, np.ndarray]:
-        cached = {}
-        for start, stop in curvature._chunks(rows):
-            X_chunk = curvature._chunk_X(start, stop)
-            scores = np.asarray(X_chunk @ weights.T)  # (rows, C)
-            if bias is not None:
-                scores += bias
-            cached[start] = _probabilities_inplace(scores)
-        return cached
+    def block(rows: slice) -> dict[int, np.ndarray]:  # p is not cached yet: computed here
+        return {
+            start: curvature._probs(start, curvature._chunk_X(start, stop))
+            for start, stop in curvature._chunks(rows)
+        }
 
     probs: dict[int, np.ndarray] = {}
-    for part in map_row_blocks(block, n, n_blocks):
-        probs.update(part)
+    with single_threaded_blas():
+        for part in map_row_blocks(block, n, n_blocks):
+            probs.update(part)
     curvature.probs = probs
     curvature.n_products = 1
     return curvature

@@ -142,23 +142,15 @@ class LinearSoftmaxObjective:
         shape ``(n_classes,)`` (ignored, and its gradient 0, without an intercept).
         """
         self.n_evals += 1
-        dtype = self.X.dtype
         sparse = sp.issparse(self.X)
-        if sparse:  # (d, C) C-contiguous: the layout SciPy's X_c @ Wᵀ reads without a copy
-            weights = np.ascontiguousarray(np.transpose(coef), dtype=dtype).T
-        else:
-            weights = np.ascontiguousarray(coef, dtype=dtype)  # (C, d) in the data's dtype
-        bias = None
-        if self.fit_intercept and intercept is not None:
-            bias = np.asarray(intercept, dtype=dtype)
-        n, d = self.X.shape
-        work = _SPARSE_WORK * self.X.nnz if sparse else float(n) * d
-        n_threads = resolve_n_threads(self.n_threads, work * self.n_classes)
-        n_blocks = min(n_threads, -(-n // self.chunk_rows))  # no more blocks than chunks
+        weights, bias = self.in_data_dtype(coef, intercept)
+        n = self.X.shape[0]
         # BLAS on one thread even for one block: a chunk's products are small, and BLAS's own
         # threads spend more on hand-offs than they save (and compete with ours)
         with single_threaded_blas():
-            parts = map_row_blocks(lambda rows: self._pass(weights, bias, rows), n, n_blocks)
+            parts = map_row_blocks(
+                lambda rows: self._pass(weights, bias, rows), n, self.n_row_blocks()
+            )
         data_loss = sum(p[0] for p in parts)
         grad_coef, grad_intercept = parts[0][1], parts[0][2]  # fresh float64 buffers
         for _, block_coef, block_intercept in parts[1:]:
@@ -176,6 +168,32 @@ class LinearSoftmaxObjective:
         else:
             grad_coef += self.l2 * coef64  # grad_intercept stays 0 without an intercept
         return loss, grad_coef, grad_intercept
+
+    def in_data_dtype(
+        self, coef: np.ndarray, intercept: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(W, b)`` in X's dtype as the products read them; ``b`` None without intercept.
+
+        Sparse ``X``: ``W`` is the transpose of a ``(d, C)`` C-contiguous array, the layout
+        SciPy's ``X_c @ Wᵀ`` reads without a copy. Also used for the directions of
+        :mod:`crossent.hessian`.
+        """
+        dtype = self.X.dtype
+        if sp.issparse(self.X):
+            weights = np.ascontiguousarray(np.transpose(coef), dtype=dtype).T
+        else:
+            weights = np.ascontiguousarray(coef, dtype=dtype)  # (C, d)
+        bias = None
+        if self.fit_intercept and intercept is not None:
+            bias = np.asarray(intercept, dtype=dtype)
+        return weights, bias
+
+    def n_row_blocks(self) -> int:
+        """Row blocks of one pass: the threads its work calls for, no more than its chunks."""
+        n, d = self.X.shape
+        work = _SPARSE_WORK * self.X.nnz if sp.issparse(self.X) else float(n) * d
+        n_threads = resolve_n_threads(self.n_threads, work * self.n_classes)
+        return min(n_threads, -(-n // self.chunk_rows))
 
     def _pass(
         self, weights: np.ndarray, bias: np.ndarray | None, rows: slice

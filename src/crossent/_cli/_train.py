@@ -256,9 +256,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     out = OutputDir(args.out)
     out.check()  # an --out that cannot be a folder is refused before any work
     start = resolve_options(args, out)
-    if args.device is not None and args.solver in MINIBATCH:
+    if args.device is not None and args.solver not in ("auto", "lbfgs", "gd"):
+        kind = "minibatch solver" if args.solver in MINIBATCH else "solver"
         raise CommandError(
-            f"--device {args.device}: the minibatch solver {args.solver} runs on NumPy only; "
+            f"--device {args.device}: the {kind} {args.solver} runs on NumPy only; "
             "use --solver lbfgs or gd"
         )
     data = load_data(args, require_labels=True, loader=load_files)  # a glob: its files

@@ -62,13 +62,13 @@ def auto(
     left = max_iter - result.n_iter
     if name == "newton-cg" or result.stopped or left <= 0 or not problem.has_hessian:
         return result
-    if problem.model_grad_max(problem.value_grad(result.x)[1]) <= tol:
-        return result
 
     def shifted(iteration: int, loss: float, grad_max: float, x: np.ndarray) -> bool | None:
         return callback(result.n_iter + iteration, loss, grad_max, x) if callback else None
 
     polish = newton_cg(problem, result.x, max_iter=left, tol=tol, callback=shifted)
+    if polish.n_iter == 0 and polish.converged:  # L-BFGS had met tol: nothing to polish
+        return result
     return SolverResult(
         polish.x,
         result.n_iter + polish.n_iter,

@@ -120,11 +120,8 @@ def _accumulate(
     dbias: Tensor | None,
 ) -> None:
     """``dx[rows] = G W``, ``dweight += Gᵀ x_c``, ``dbias += Σ_i G_i`` for one chunk's ``G``."""
-    if dx is not None:
-        if grad.dtype == x_c.dtype:
-            torch.mm(grad, weight, out=dx[rows])
-        else:
-            torch.mm(grad.to(x_c.dtype), weight, out=dx[rows])
+    if dx is not None:  # .to() is grad itself when the dtypes agree
+        torch.mm(grad.to(x_c.dtype), weight, out=dx[rows])
     if dweight is not None:
         dweight.addmm_(grad.T, x_c.to(grad.dtype))
     if dbias is not None:

@@ -35,20 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from crossent._array import is_tensor
 from crossent._stats import max_abs
 from crossent._threads import check_n_threads
 from crossent.objective import _check_labels, _check_sample_weight, _gradient_scale, penalty
 
-__all__ = ["TorchObjective", "is_tensor", "resolve_device"]
+__all__ = ["TorchObjective", "resolve_device"]
 
 _DEVICE_TYPES = ("cpu", "cuda")
-
-
-def is_tensor(x: Any) -> bool:
-    """Whether ``x`` is a torch tensor (never imports torch)."""
-    import array_api_compat
-
-    return bool(array_api_compat.is_torch_array(x))
 
 
 def resolve_device(device: Any, name: str = "device") -> Any:
