@@ -2,7 +2,7 @@
 
 References: the objective itself (tested against torch autograd in test_objective.py),
 central finite differences of ``F(x)``, plain NumPy formulas for the feature statistics,
-and agreement between independent solvers (L-BFGS from SciPy, gradient descent, SGD, Adam).
+and agreement between independent solvers (L-BFGS, Newton-CG, gradient descent, SGD, Adam).
 """
 
 from __future__ import annotations
@@ -549,7 +549,7 @@ def test_auto_chooses_newton_cg_for_few_entries_per_feature():
 
 
 def test_auto_polishes_an_ftol_stop_of_lbfgs_with_newton_cg():
-    """Raw wine at tol 1e-10: SciPy's L-BFGS stops on rounding first; auto goes on."""
+    """Raw wine at tol 1e-10: L-BFGS may stop on rounding first; auto goes on."""
     from sklearn.datasets import load_wine
 
     X, y = load_wine(return_X_y=True)

@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 
 from crossent import _kernel
-from crossent._array import Array, check_floating, check_probabilities, namespace, stop_gradient
+from crossent._array import (
+    Array,
+    check_floating,
+    check_probabilities,
+    dtype_is,
+    namespace,
+    stop_gradient,
+)
 from crossent._threads import check_n_threads, map_row_blocks, resolve_n_threads
 from crossent.softmax import row_shift, shifted_logits, widened
 
@@ -89,9 +96,9 @@ def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, val
             raise ValueError("weight must be finite and non-negative")
         weight = xp.astype(stop_gradient(weight), xp.float64)
 
-    if xp.isdtype(target.dtype, "bool"):
+    if dtype_is(xp, target.dtype, "bool"):
         raise TypeError("target must hold class indices (integers) or probabilities, got bool")
-    if xp.isdtype(target.dtype, "integral"):
+    if dtype_is(xp, target.dtype, "integral"):
         if tuple(target.shape) != batch_shape:
             raise ValueError(
                 f"class-index target must have shape logits.shape[:-1] = {batch_shape}, "
@@ -105,7 +112,8 @@ def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, val
                 raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
             keep = index != int(ignore_index)
             index = xp.where(keep, index, xp.zeros_like(index))
-        if n and (int(xp.min(index)) < 0 or int(xp.max(index)) >= n_classes):
+        lowest, highest = _index_range(xp, index) if n else (0, 0)
+        if lowest < 0 or highest >= n_classes:
             bad = index[(index < 0) | (index >= n_classes)][0]
             raise ValueError(
                 f"target holds class index {int(bad)}, outside [0, {n_classes}) "
@@ -132,6 +140,13 @@ def _parse(logits, target, weight, ignore_index, label_smoothing, reduction, val
         check_probabilities(xp, target, "target")
     probs = xp.reshape(stop_gradient(target), (n, n_classes))
     return _Problem(xp, flat, batch_shape, None, None, probs, weight, label_smoothing, reduction)
+
+
+def _index_range(xp: Any, index: Array) -> tuple[int, int]:
+    """``(min, max)`` of a non-empty index array (NumPy's methods skip a dispatch layer)."""
+    if isinstance(index, np.ndarray):
+        return int(index.min()), int(index.max())
+    return int(xp.min(index)), int(xp.max(index))
 
 
 def _target_mass(pb: _Problem) -> tuple[Array | None, Array, Array | None]:

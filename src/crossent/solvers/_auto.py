@@ -1,8 +1,8 @@
 """``solver="auto"``: L-BFGS or Newton-CG, chosen by the shape of the problem.
 
 Measured (``benchmarks/bench_sparse.py``, the 20-newsgroups shape, 11314 × 130107 CSR with
-11 stored entries per feature, 20 classes, 2.6e6 parameters): SciPy's L-BFGS-B spent more
-time in its own bookkeeping (``setulb``, ``O(m · n_params)`` per iteration with ``m`` = 20
+11 stored entries per feature, 20 classes, 2.6e6 parameters): L-BFGS (then SciPy's L-BFGS-B)
+spent more time in its own bookkeeping (``O(m · n_params)`` per iteration with ``m`` = 20
 pairs) than in the objective, and held ``2m`` vectors of ``n_params``; Newton-CG keeps a
 handful of vectors and spends its time in passes over ``X``. On dense data with many rows
 per feature (digits, mnist-shape, probe-1000 with 1000 classes) a pass costs far more than
@@ -13,7 +13,7 @@ condition number, ``λ = 1`` on nearly separable classes). Hence:
 - Newton-CG when ``X`` has fewer than :data:`ENTRIES_PER_FEATURE` stored entries per
   feature (sparse text data; dense data with fewer rows than that), unless distributed or
   on a torch device (the Hessian products run on host data);
-- L-BFGS otherwise. When L-BFGS ends short of ``tol`` (SciPy's ``ftol`` test: an iteration
+- L-BFGS otherwise. When L-BFGS ends short of ``tol`` (its ``ftol`` test: an iteration
   that lowers ``F`` by less than rounding, which at tight tolerances comes before the
   gradient test), Newton-CG continues from its point, where its steps converge
   quadratically (not when distributed, where the Hessian products are per rank, nor on a

@@ -1,15 +1,29 @@
-"""L-BFGS (SciPy's L-BFGS-B without bounds) on the preconditioned objective: the default."""
+"""L-BFGS on the preconditioned objective: the default for dense data.
+
+The two-loop recursion (Nocedal & Wright, Algorithm 7.4) with the usual initial scaling
+``H₀ = (sᵀy / yᵀy) I``, and a backtracking Armijo line search that tries the full step first
+and shrinks it by safeguarded quadratic interpolation. A correction pair is kept when
+``sᵀy > 0`` (always, for ``λ > 0``: ``F`` is strictly convex).
+
+Why not SciPy's L-BFGS-B, which this replaced: its Moré-Thuente line search, made for the
+strong Wolfe conditions, spends evaluations on steps that this convex objective does not
+need. Measured from the classifier's start, one thread, the evaluations (each two products
+over ``X``) to reach scikit-learn's final ``L_total`` / within 1e-4 of the optimum:
+probe-1000 (40000 × 256, 1000 classes) 24 / 121 with SciPy, 21 / 108 here; digits 26 / 26,
+large-n 19 / 18, mnist-shape 25 / 26 evaluations to SciPy's own tol-1e-4 stop. The pairs
+live in two preallocated ``(m, n_params)`` rings, so an iteration allocates a few vectors.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from scipy.optimize import minimize
 
 from crossent.solvers._problem import Callback, Problem, SolverResult
 
 _HISTORY_BYTES = 256 * 2**20  # the correction pairs' budget before fewer are kept
+_ARMIJO = 1e-4  # sufficient decrease: F(x + t d) <= F(x) + 1e-4 t ∇Fᵀd
+_MAX_TRIALS = 30  # step lengths tried per line search
+_FTOL = 64 * np.finfo(float).eps  # relative decrease counted as none (as SciPy's ftol)
 
 
 def default_memory(n_params: int) -> int:
@@ -17,10 +31,71 @@ def default_memory(n_params: int) -> int:
 
     The pairs (two float64 vectors of ``n_params`` each) are L-BFGS's largest allocation:
     up to 256 MiB of them are kept. Measured on the 20-newsgroups-shaped benchmark
-    (2.6e6 parameters), 10 pairs took 28 iterations where 20 took 29.
+    (2.6e6 parameters), 10 pairs took 28 iterations where 20 took 29; on probe-1000
+    (257000 parameters) 50 pairs took 119 evaluations to the optimum where 20 took 123.
     """
     fitting = _HISTORY_BYTES // (16 * max(int(n_params), 1))
     return int(min(20, max(10, fitting)))
+
+
+class _Pairs:
+    """The last ``m`` correction pairs ``(s, y)`` and ``ρ = 1 / sᵀy``, in rings."""
+
+    def __init__(self, memory: int, n_params: int) -> None:
+        self.s = np.empty((memory, n_params))
+        self.y = np.empty((memory, n_params))
+        self.rho = np.empty(memory)
+        self.count = 0  # pairs stored so far (the newest at (count - 1) % memory)
+
+    def add(self, s: np.ndarray, y: np.ndarray, sy: float) -> None:
+        slot = self.count % self.rho.shape[0]
+        self.s[slot], self.y[slot], self.rho[slot] = s, y, 1.0 / sy
+        self.count += 1
+
+    def direction(self, grad: np.ndarray) -> np.ndarray:
+        """``−H grad`` by the two-loop recursion; ``−grad / ‖grad‖`` with no pairs yet."""
+        if self.count == 0:
+            return grad / -max(float(np.linalg.norm(grad)), np.finfo(float).tiny)
+        memory = self.rho.shape[0]
+        order = [k % memory for k in range(max(0, self.count - memory), self.count)]
+        q = grad.copy()
+        alpha = {}
+        for k in reversed(order):
+            alpha[k] = self.rho[k] * float(self.s[k] @ q)
+            q -= alpha[k] * self.y[k]
+        newest = order[-1]
+        q *= 1.0 / (self.rho[newest] * float(self.y[newest] @ self.y[newest]))  # sᵀy / yᵀy
+        for k in order:
+            beta = self.rho[k] * float(self.y[k] @ q)
+            q += (alpha[k] - beta) * self.s[k]
+        q *= -1.0
+        return q
+
+
+def _backtrack(
+    problem: Problem, x: np.ndarray, direction: np.ndarray, value: float, slope: float
+) -> tuple[np.ndarray, float, np.ndarray] | str:
+    """The first step ``t`` (from 1, shrinking) with Armijo's decrease, and ``(F, ∇F)``.
+
+    Returns a reason instead when no step can show a decrease: ``"rounding"`` once the
+    predicted decrease ``−t ∇Fᵀd`` is below the rounding of ``F``, else ``"failed"``.
+    """
+    step = 1.0
+    for _ in range(_MAX_TRIALS):
+        x_new = direction * step
+        x_new += x
+        value_new, grad_new = problem.value_grad(x_new)
+        if value_new <= value + _ARMIJO * step * slope:
+            return x_new, value_new, grad_new
+        del x_new, grad_new  # not alive during the next evaluation
+        # the minimiser of the quadratic through F(x), its slope and F(x + t d), kept
+        # within [t/10, t/2]; a non-finite F (overflow far out) just halves
+        rise = value_new - value - slope * step
+        trial = -slope * step * step / (2.0 * rise) if np.isfinite(rise) and rise > 0 else 0.0
+        step = min(max(trial, 0.1 * step), 0.5 * step)
+        if -slope * step <= _FTOL * max(abs(value), 1.0):
+            return "rounding"
+    return "failed"
 
 
 def lbfgs(
@@ -44,71 +119,50 @@ def lbfgs(
     max_iter : int
     tol : float
         Gradient tolerance, tested in the model's coordinates (see
-        :meth:`Problem.model_grad_max`). SciPy also stops, and this counts as converged,
-        when an iteration lowers ``F`` by less than 64 machine epsilons relative (as in
-        scikit-learn): at a very tight ``tol`` rounding, not ``tol``, may end the run.
+        :meth:`Problem.model_grad_max`). The run also ends, and this counts as converged,
+        when an iteration lowers ``F`` by less than 64 machine epsilons relative (SciPy's
+        and scikit-learn's ``ftol``) or no step can show a decrease beyond the rounding of
+        ``F``: at a very tight ``tol`` rounding, not ``tol``, may end the run.
     callback : callable, optional
         ``callback(iteration, L_total, max|∂F/∂(W, b)|, x)``; returning True stops.
     memory : int, optional
-        Number of correction pairs kept (``maxcor``); by default :func:`default_memory`.
+        Number of correction pairs kept; by default :func:`default_memory`.
     """
-    last: dict[str, Any] = {}
+    x = np.array(x0, dtype=np.float64)
+    value, grad = problem.value_grad(x)
+    grad_max = problem.model_grad_max(grad)
     curve: list[float] = []
-    state: dict[str, Any] = {"converged": False, "stopped": False}
-
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        if "x" in last and np.array_equal(last["x"], x):
-            return float(last["value"]), last["grad"]
-        value, grad = problem.value_grad(x)
-        last.update(x=x.copy(), value=np.float64(value), grad=grad)
-        return value, grad
-
-    def grad_max_at(x: np.ndarray) -> float:
-        fun(x)  # cached: L-BFGS-B's last evaluation is normally the accepted point
-        return problem.model_grad_max(last["grad"])
-
-    def on_iteration(intermediate_result) -> None:
-        value_before, state["previous"] = state["previous"], float(intermediate_result.fun)
-        curve.append(float(intermediate_result.fun) * problem.normaliser)
-        grad_max = grad_max_at(intermediate_result.x)
-        if callback is not None and callback(
-            len(curve), curve[-1], grad_max, intermediate_result.x
-        ):
-            state["stopped"] = True
-            raise StopIteration
-        if grad_max <= tol and problem.settled(value_before, intermediate_result.fun, tol):
-            state["converged"] = True
-            raise StopIteration
-
-    x_start = np.asarray(x0, dtype=np.float64)
-    if grad_max_at(x_start) <= tol:
-        return SolverResult(x_start, 0, True, [], "converged at the start")
-    state["previous"] = float(last["value"])  # F before the first iteration
-    result = minimize(
-        fun,
-        x_start,
-        jac=True,
-        method="L-BFGS-B",
-        callback=on_iteration,
-        options={
-            "maxiter": max_iter,
-            "gtol": 0.0,  # the callback applies the gradient test, in model coordinates
-            "ftol": 64 * np.finfo(float).eps,
-            "maxcor": default_memory(x_start.size) if memory is None else memory,
-            "maxls": 50,
-        },
-    )
-    message = str(result.message)
-    if state["converged"]:
-        message = f"max |gradient| <= tol = {tol:g}"
-    elif not state["stopped"] and bool(result.success):
-        # SciPy's own stop: no further decrease possible within rounding (ftol)
-        state["converged"] = True
-    return SolverResult(
-        x=result.x,
-        n_iter=len(curve),
-        converged=state["converged"],
-        loss_curve=curve,
-        message=message,
-        stopped=state["stopped"],
-    )
+    if grad_max <= tol:
+        return SolverResult(x, 0, True, curve, "converged at the start")
+    pairs = _Pairs(default_memory(x.size) if memory is None else int(memory), x.size)
+    for iteration in range(1, max_iter + 1):
+        direction = pairs.direction(grad)
+        slope = float(grad @ direction)
+        if not slope < 0:  # rounding spoilt the recursion: restart from the gradient
+            pairs.count = 0
+            direction = pairs.direction(grad)
+            slope = float(grad @ direction)
+        accepted = _backtrack(problem, x, direction, value, slope)
+        if isinstance(accepted, str):
+            if accepted == "rounding":
+                message = "no decrease beyond rounding"
+                return SolverResult(x, iteration - 1, True, curve, message)
+            return SolverResult(x, iteration - 1, False, curve, "line search failed")
+        x_new, value_new, grad_new = accepted
+        s = x_new - x
+        y = grad_new - grad
+        sy = float(s @ y)
+        if sy > np.finfo(float).eps * float(y @ y):
+            pairs.add(s, y, sy)
+        del s, y
+        value_before = value
+        x, value, grad = x_new, value_new, grad_new
+        grad_max = problem.model_grad_max(grad)
+        curve.append(value * problem.normaliser)
+        if callback is not None and callback(iteration, curve[-1], grad_max, x):
+            return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
+        if grad_max <= tol and problem.settled(value_before, value, tol):
+            return SolverResult(x, iteration, True, curve, f"max |gradient| <= tol = {tol:g}")
+        if value_before - value <= _FTOL * max(abs(value_before), abs(value), 1.0):
+            return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
+    return SolverResult(x, max_iter, grad_max <= tol, curve, "max_iter reached")
