@@ -11,7 +11,7 @@ float64, 5 classes; 80 % train / 20 % test) and for a 1-thread and an all-core c
 (crossent ``n_jobs=1`` / ``-1``; scikit-learn under ``threadpool_limits(1)`` / unlimited):
 
 - both fits at ``tol=1e-4``: wall time, iterations, loss+gradient evaluations, Hessian-vector
-  products (when ``crossent.hessian`` exists: see :func:`hessian_counters`), final
+  products (calls of ``crossent.hessian.Curvature.product``), final
   ``L_total``, test accuracy; extra peak memory (tracemalloc, NumPy's allocations
   included) in a separate fit of the same kind capped at 30 iterations, so that tracing
   never slows a timed fit;
@@ -54,13 +54,11 @@ import argparse
 import contextlib
 import datetime
 import hashlib
-import importlib
 import inspect
 import json
 import math
 import os
 import platform
-import sys
 import time
 import tracemalloc
 import warnings
@@ -79,8 +77,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import crossent
 from _timing import best_of
-from crossent import SoftmaxClassifier
+from crossent import SoftmaxClassifier, _kernel
 from crossent._threads import available_cores
+from crossent.hessian import Curvature
 from crossent.objective import LinearSoftmaxObjective
 
 L2 = 1.0
@@ -105,7 +104,6 @@ TARGETS = {
     "mnist-shape": [("fit", 0.25, "fit (tol 1e-4) in <= 0.25x sklearn's fit time")],
     "large-n": [("fit", 0.25, "fit (tol 1e-4) in <= 0.25x sklearn's fit time")],
 }
-HESSIAN_METHODS = ("hessian_product", "hessp", "hessian_vector_product")  # on the objective
 PASS_TARGET = 1.15  # loss_gradient time / (X Wᵀ + Gᵀ X) time
 SCALING_TARGET = 1.7  # 1-thread / 2-thread objective time on mnist-shape
 
@@ -222,88 +220,6 @@ class Counter:
         setattr(self.owner, self.name, self.original)
 
 
-class FunctionCounter:
-    """Counts calls of a module-level function in every crossent module that binds it.
-
-    ``from crossent.hessian import hessian_product`` binds the name in the importing module,
-    so patching ``crossent.hessian`` alone would miss those calls.
-    """
-
-    def __init__(self, function: Callable):
-        self.function, self.calls, self.sites = function, 0, []
-
-    def __enter__(self):
-        original = self.function
-
-        def counted(*args, **kwargs):
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        for module in list(sys.modules.values()):
-            if getattr(module, "__name__", "").startswith("crossent"):
-                for name, value in list(vars(module).items()):
-                    if value is original:
-                        self.sites.append((module, name))
-                        setattr(module, name, counted)
-        return self
-
-    def __exit__(self, *exc):
-        for module, name in self.sites:
-            setattr(module, name, self.function)
-        self.sites = []
-
-
-class ObjectiveCapture:
-    """Keeps the objectives that ``SoftmaxClassifier._objective`` builds during a fit, so that
-    their own ``n_evals`` can stand in when the counted method was not the one called."""
-
-    def __init__(self):
-        self.objectives: list[Any] = []
-        self.original = SoftmaxClassifier.__dict__.get("_objective")
-
-    def __enter__(self):
-        original, kept = self.original, self.objectives
-        if original is not None:
-
-            def capture(*args, **kwargs):
-                objective = original(*args, **kwargs)
-                kept.append(objective)
-                return objective
-
-            SoftmaxClassifier._objective = capture
-        return self
-
-    def __exit__(self, *exc):
-        if self.original is not None:
-            SoftmaxClassifier._objective = self.original
-
-    @property
-    def n_evals(self) -> int:
-        return sum(int(getattr(objective, "n_evals", 0)) for objective in self.objectives)
-
-
-def hessian_counters() -> list[Any]:
-    """Counters of Hessian-vector products, for whatever this crossent has of them: calls of
-    ``crossent.hessian.Curvature.product`` (one product each) if there is such a class, else
-    of ``crossent.hessian.hessian_product`` (wherever it is bound), else of an objective
-    method; none without them."""
-    try:
-        module = importlib.import_module("crossent.hessian")
-    except ImportError:
-        module = None
-    curvature = getattr(module, "Curvature", None)
-    if curvature is not None and callable(getattr(curvature, "product", None)):
-        return [Counter(curvature, "product")]
-    function = getattr(module, "hessian_product", None)
-    if callable(function):  # the one count (an objective method may call it)
-        return [FunctionCounter(function)]
-    return [
-        Counter(LinearSoftmaxObjective, name)
-        for name in HESSIAN_METHODS
-        if callable(getattr(LinearSoftmaxObjective, name, None))
-    ]
-
-
 # ---------------------------------------------------------------------------- fitting
 def blas_threads(column: str):
     """BLAS and OpenMP on one thread for the "1" column; as they are for "all"."""
@@ -354,8 +270,7 @@ def timed_fit(library: str, model, column: str, data: dict, recorder: Recorder |
         warnings.simplefilter("always")
         stack.enter_context(blas_threads(column))
         evals = stack.enter_context(Counter(*owner))
-        hvps = [stack.enter_context(c) for c in hessian_counters()] if library == "crossent" else []
-        built = stack.enter_context(ObjectiveCapture()) if library == "crossent" else None
+        hvps = stack.enter_context(Counter(Curvature, "product")) if library == "crossent" else None
         if recorder is not None:
             recorder.start = time.perf_counter()
         start = time.perf_counter()
@@ -364,8 +279,8 @@ def timed_fit(library: str, model, column: str, data: dict, recorder: Recorder |
     return {
         "seconds": seconds,
         "n_iter": int(np.max(model.n_iter_)),
-        "n_evals": evals.calls or (built.n_evals if built is not None else 0),
-        "n_hessian_products": sum(c.calls for c in hvps) if hvps else None,
+        "n_evals": evals.calls,
+        "n_hessian_products": hvps.calls if hvps is not None else None,
         "L_total": l_total(model.coef_, model.intercept_, X, y_index),
         "test_accuracy": float(model.score(data["X_test"], data["y_test"])),
         "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:160]}" for w in caught}),
@@ -695,32 +610,13 @@ def cpu_model() -> str:
 
 
 def kernel_in_use() -> dict[str, Any]:
-    """Whether crossent's compiled kernel is in use: ``crossent._kernel``'s availability flag
-    (a constant, or a function of no argument or of the dtype) if that module exists."""
-    try:
-        module = importlib.import_module("crossent._kernel")
-    except ImportError:
-        return {"kernel": "numpy", "module": None}
-    for flag in ("available", "AVAILABLE", "is_available", "HAVE_KERNEL", "COMPILED"):
-        if not hasattr(module, flag):
-            continue
-        value = getattr(module, flag)
-        if not callable(value):
-            found = bool(value)
-            return {"kernel": "compiled" if found else "numpy", "flag": f"{flag}={found}"}
-        try:
-            by_dtype = {
-                str(np.dtype(t)): bool(value(np.dtype(t))) for t in (np.float32, np.float64)
-            }
-        except TypeError:
-            found = bool(value())
-            return {"kernel": "compiled" if found else "numpy", "flag": f"{flag}()={found}"}
-        kinds = [dtype for dtype, found in by_dtype.items() if found]
-        return {
-            "kernel": f"compiled ({', '.join(kinds)})" if kinds else "numpy",
-            "flag": f"{flag}(dtype): {by_dtype}",
-        }
-    return {"kernel": "unknown (crossent._kernel has no availability flag)"}
+    """Whether crossent's compiled kernel runs, per dtype (``crossent._kernel.available``)."""
+    by_dtype = {t: _kernel.available(np.dtype(t)) for t in ("float32", "float64")}
+    kinds = [dtype for dtype, found in by_dtype.items() if found]
+    return {
+        "kernel": f"compiled ({', '.join(kinds)})" if kinds else "numpy",
+        "flag": f"available(dtype): {by_dtype}",
+    }
 
 
 def machine(args) -> dict[str, Any]:
