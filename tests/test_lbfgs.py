@@ -87,6 +87,7 @@ class _Quadratic:
         return float(np.max(np.abs(grad)))
 
     settled = staticmethod(Problem.settled)
+    stalled = staticmethod(Problem.stalled)
 
 
 def test_minimises_an_ill_conditioned_quadratic():

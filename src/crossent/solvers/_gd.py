@@ -12,7 +12,6 @@ import numpy as np
 from crossent.solvers._problem import Callback, Problem, SolverResult
 
 _ARMIJO = 1e-4
-_FTOL = 64 * np.finfo(float).eps  # relative decrease counted as none, as L-BFGS-B's ftol
 
 
 def gd(
@@ -59,6 +58,6 @@ def gd(
         curve.append(value * problem.normaliser)
         if callback is not None and callback(iteration, curve[-1], grad_max, x):
             return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
-        if value_before - value <= _FTOL * max(abs(value_before), abs(value), 1.0):
+        if problem.stalled(value_before, value):
             return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
     return SolverResult(x, max_iter, grad_max <= tol, curve, "max_iter reached")

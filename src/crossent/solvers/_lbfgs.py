@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossent.solvers._problem import Callback, Problem, SolverResult
+from crossent.solvers._problem import STALL, Callback, Problem, SolverResult
 
 _HISTORY_BYTES = 256 * 2**20  # the correction pairs' budget before fewer are kept
 _ARMIJO = 1e-4  # sufficient decrease: F(x + t d) <= F(x) + 1e-4 t ∇Fᵀd
 _MAX_TRIALS = 30  # step lengths tried per line search
-_FTOL = 64 * np.finfo(float).eps  # relative decrease counted as none (as SciPy's ftol)
 
 
 def default_memory(n_params: int) -> int:
@@ -93,7 +92,7 @@ def _backtrack(
         rise = value_new - value - slope * step
         trial = -slope * step * step / (2.0 * rise) if np.isfinite(rise) and rise > 0 else 0.0
         step = min(max(trial, 0.1 * step), 0.5 * step)
-        if -slope * step <= _FTOL * max(abs(value), 1.0):
+        if -slope * step <= STALL * max(abs(value), 1.0):
             return "rounding"
     return "failed"
 
@@ -163,6 +162,6 @@ def lbfgs(
             return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
         if grad_max <= tol and problem.settled(value_before, value, tol):
             return SolverResult(x, iteration, True, curve, f"max |gradient| <= tol = {tol:g}")
-        if value_before - value <= _FTOL * max(abs(value_before), abs(value), 1.0):
+        if problem.stalled(value_before, value):
             return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
     return SolverResult(x, max_iter, grad_max <= tol, curve, "max_iter reached")

@@ -28,6 +28,7 @@ from crossent.hessian import softmax_curvature
 from crossent.objective import LinearSoftmaxObjective
 
 # callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
+STALL = 64 * np.finfo(float).eps  # a relative decrease of F counted as none (rounding)
 Callback = Callable[[int, float, float, np.ndarray], "bool | None"]
 
 
@@ -214,6 +215,15 @@ class Problem:
         optimum is 697 and scikit-learn stopped at 842; with both, it stops near 715.
         """
         return before - after <= tol * max(abs(before), abs(after), 1.0)
+
+    @staticmethod
+    def stalled(before: float, after: float) -> bool:
+        """Whether an iteration lowered ``F`` by at most 64 machine epsilons relative.
+
+        Rounding, not progress (SciPy's and scikit-learn's L-BFGS ``ftol``): the full-batch
+        solvers then stop, converged, whatever ``tol`` asked for.
+        """
+        return bool(before - after <= STALL * max(abs(before), abs(after), 1.0))
 
     def model_grad_max(self, grad_x: np.ndarray) -> float:
         """``max |∂F/∂(W, b)|`` in the model's own coordinates, from a gradient in ``x``.
