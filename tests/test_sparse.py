@@ -153,10 +153,34 @@ def test_sparse_products_run_in_the_data_dtype(monkeypatch, dtype):
     spy = _SparseProductSpy(monkeypatch)
     loss, grad_W, grad_b = objective.loss_gradient(W, b)
     names = [name for name, _ in spy.calls]
-    assert names == ["csr_matvecs", "csc_matvecs"] * 5, f"expected two products per chunk: {names}"
+    assert len(names) == 2 * 5, f"expected two products per chunk: {names}"
+    assert set(names) <= {"csr_matvecs", "csc_matvecs"}, names
     for name, dtypes in spy.calls:
         assert dtypes and all(dt == dtype for dt in dtypes), f"{name} computed in {dtypes}"
     assert isinstance(loss, float) and grad_W.dtype == grad_b.dtype == np.float64
+
+
+def test_sparse_chunks_are_read_column_by_column_once(monkeypatch):
+    """A chunk with at least ``d`` non-zeros is converted to CSC at its first read and kept:
+    ``X_c Wᵀ`` is then SciPy's CSC product, ``X_cᵀ G`` its CSR one; the result is that of
+    the dense objective."""
+    X, y, W, b, s = sparse_problem(200, 31, 7, density=0.3, seed=9, weighted=True)
+    objective = LinearSoftmaxObjective(X, y, 7, l2=0.5, sample_weight=s, chunk_rows=50)
+    dense = LinearSoftmaxObjective(X.toarray(), y, 7, l2=0.5, sample_weight=s)
+    want = dense.loss_gradient(W, b)
+    for _ in range(2):  # converted at the first evaluation, reused at the second
+        got = objective.loss_gradient(W, b)
+        assert abs(got[0] - want[0]) <= 1e-12 * abs(want[0])
+        assert rel_err(got[1], want[1]) <= 1e-12 and rel_err(got[2], want[2]) <= 1e-12
+        assert sorted(objective._column_chunks) == [(0, 50), (50, 100), (100, 150), (150, 200)]
+        assert all(chunk.format == "csc" for chunk in objective._column_chunks.values())
+    spy = _SparseProductSpy(monkeypatch)
+    objective.loss_gradient(W, b)
+    assert [name for name, _ in spy.calls] == ["csc_matvecs", "csr_matvecs"] * 4
+    thin = sp.csr_matrix((np.ones(3), ([0, 1, 2], [0, 5, 9])), shape=(3, 10))
+    thin_objective = LinearSoftmaxObjective(thin, np.array([0, 1, 0]), 2, l2=1.0)
+    thin_objective.loss_gradient(np.zeros((2, 10)), np.zeros(2))
+    assert [c.format for c in thin_objective._column_chunks.values()] == ["csr"]
 
 
 def test_float32_csr_agrees_with_float64():

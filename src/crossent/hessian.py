@@ -34,7 +34,6 @@ import scipy.sparse as sp
 from scipy.linalg.blas import daxpy as _axpy
 
 from crossent._threads import map_row_blocks, single_threaded_blas
-from crossent.objective import _csr_rows
 from crossent.softmax import row_shift
 
 __all__ = ["Curvature", "hessian_product", "softmax_curvature"]
@@ -76,7 +75,7 @@ class Curvature:
 
     def _chunk_X(self, start: int, stop: int) -> Any:
         X = self.objective.X
-        return _csr_rows(X, start, stop) if sp.issparse(X) else X[start:stop]
+        return self.objective.sparse_rows(start, stop) if sp.issparse(X) else X[start:stop]
 
     def _probs(self, start: int, X_chunk: Any) -> np.ndarray:
         """``p`` of the chunk starting at row ``start``: cached, or from ``X_chunk``."""

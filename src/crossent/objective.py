@@ -25,7 +25,8 @@ Row blocks run on threads by the one scheduler of :mod:`crossent._threads`.
 ``X`` may also be a SciPy sparse matrix or array (CSR; other formats are converted to CSR
 once). Then only the two products change: ``X_c Wᵀ`` and ``(X_cᵀ G)ᵀ`` are SciPy's
 sparse × dense products (which release the GIL, so row blocks run in parallel as for dense
-data), the gradient is accumulated in a ``(d, C)`` layout (the transpose of a
+data) on each chunk's CSC copy, made at its first read (see
+:meth:`LinearSoftmaxObjective.sparse_rows`), the gradient is accumulated in a ``(d, C)`` layout (the transpose of a
 Fortran-ordered ``(C, d)`` array) and ``X`` is never densified. A sparse chunk is sized by
 its non-zeros, not by ``d``: see :func:`_sparse_chunk_rows`.
 """
@@ -123,6 +124,7 @@ class LinearSoftmaxObjective:
         self.chunk_rows = int(chunk_rows)
         self.x_max_abs = max_abs(self.X) if x_max_abs is None else float(x_max_abs)
         self._grad_scale = _gradient_scale(self.X.dtype, self.x_max_abs, self.chunk_rows)
+        self._column_chunks: dict[tuple[int, int], Any] = {}  # see sparse_rows
         self.n_evals = 0
 
     @property
@@ -188,6 +190,27 @@ class LinearSoftmaxObjective:
             bias = np.asarray(intercept, dtype=dtype)
         return weights, bias
 
+    def sparse_rows(self, start: int, stop: int) -> Any:
+        """Rows ``start:stop`` of a sparse ``X``, stored column by column (CSC) once read.
+
+        Both products of a chunk read the CSC form fastest: ``X_c Wᵀ`` then streams ``W``
+        and scatters into the chunk's small ``(rows, C)`` scores, and ``X_cᵀ G`` (a CSR
+        product) gathers from them, where from CSR both scatter or gather across the whole
+        ``(d, C)`` weights. Measured (11314 × 130107, 1.5e6 non-zeros, 20 classes, one
+        thread, float64): ``X Wᵀ`` 33 → 14 ms, ``Xᵀ G`` 31 → 15 ms; the conversion, once
+        per chunk and kept for the objective's life (one more copy of ``X``'s non-zeros),
+        11 ms. A chunk with fewer non-zeros than ``d`` (whose column pointers would
+        outweigh its values) stays a CSR view.
+        """
+        key = (start, stop)
+        chunk = self._column_chunks.get(key)
+        if chunk is None:
+            chunk = _csr_rows(self.X, start, stop)
+            if chunk.nnz >= chunk.shape[1]:
+                chunk = chunk.tocsc()
+            self._column_chunks[key] = chunk  # a block's own keys: no two threads race
+        return chunk
+
     def n_row_blocks(self) -> int:
         """Row blocks of one pass: the threads its work calls for, no more than its chunks."""
         n, d = self.X.shape
@@ -227,7 +250,7 @@ class LinearSoftmaxObjective:
             )
         for start in range(rows.start, rows.stop, self.chunk_rows):
             stop = min(start + self.chunk_rows, rows.stop)
-            X_chunk = _csr_rows(self.X, start, stop) if sparse else self.X[start:stop]
+            X_chunk = self.sparse_rows(start, stop) if sparse else self.X[start:stop]
             scores = scores_buf[: stop - start]
             if sparse:
                 scores[...] = X_chunk @ weights.T  # (rows, C), sparse × dense
