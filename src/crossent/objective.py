@@ -26,9 +26,9 @@ Row blocks run on threads by the one scheduler of :mod:`crossent._threads`.
 once). Then only the two products change: ``X_c Wᵀ`` and ``(X_cᵀ G)ᵀ`` are SciPy's
 sparse × dense products (which release the GIL, so row blocks run in parallel as for dense
 data) on each chunk's CSC copy, made at its first read (see
-:meth:`LinearSoftmaxObjective.sparse_rows`), the gradient is accumulated in a ``(d, C)`` layout (the transpose of a
-Fortran-ordered ``(C, d)`` array) and ``X`` is never densified. A sparse chunk is sized by
-its non-zeros, not by ``d``: see :func:`_sparse_chunk_rows`.
+:meth:`LinearSoftmaxObjective.sparse_rows`); the gradient is accumulated in a ``(d, C)``
+layout (the transpose of a Fortran-ordered ``(C, d)`` array) and ``X`` is never densified.
+A sparse chunk is sized by its non-zeros, not by ``d``: see :func:`_sparse_chunk_rows`.
 """
 
 from __future__ import annotations
