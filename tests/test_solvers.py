@@ -590,6 +590,11 @@ def test_conjugate_gradient_solves_the_newton_system_as_numpy_does():
     steps = len(calls)
     earlier = _conjugate_gradient(lambda v: hessian @ v, grad, 0.0, steps - 1)
     assert np.abs(hessian @ earlier + grad).max() > target, "CG did not stop at the first step"
+    asked = []  # reached is asked only while ‖r‖ <= reach_norm
+    _conjugate_gradient(lambda v: hessian @ v, grad, 0.0, 5, lambda r: asked.append(1), 0.0)
+    assert not asked
+    _conjugate_gradient(lambda v: hessian @ v, grad, 0.0, 5, lambda r: asked.append(1), np.inf)
+    assert len(asked) == 5
 
 
 @pytest.mark.parametrize("case", ["digits", "standardised"])
