@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from crossent import SoftmaxClassifier
 from crossent._stats import feature_moments, max_abs
-from crossent.objective import LinearSoftmaxObjective
+from crossent.objective import LinearSoftmaxObjective, add_scaled_inplace
 from crossent.solvers import Preconditioner
 
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
@@ -181,6 +181,24 @@ def test_sparse_chunks_are_read_column_by_column_once(monkeypatch):
     thin_objective = LinearSoftmaxObjective(thin, np.array([0, 1, 0]), 2, l2=1.0)
     thin_objective.loss_gradient(np.zeros((2, 10)), np.zeros(2))
     assert [c.format for c in thin_objective._column_chunks.values()] == ["csr"]
+
+
+@pytest.mark.parametrize(
+    ("out_order", "values_order", "view"),
+    [("C", "C", False), ("F", "F", False), ("C", "F", False), ("F", "C", False), ("C", "C", True)],
+)
+def test_add_scaled_inplace_equals_the_numpy_formula(out_order, values_order, view):
+    """``out += a · values`` in place, whatever the two layouts (one axpy when they agree)."""
+    rng = np.random.default_rng(4)
+    out = np.asarray(rng.standard_normal((7, 12)), order=out_order)
+    values = np.asarray(rng.standard_normal((7, 12)), order=values_order)
+    if view:  # strided: neither C- nor F-contiguous
+        out, values = out[:, ::2], values[:, ::2]
+    want = out + 0.3 * values
+    target = out
+    add_scaled_inplace(out, 0.3, values)
+    assert out is target
+    np.testing.assert_allclose(out, want, rtol=1e-15, atol=1e-15)
 
 
 def test_float32_csr_agrees_with_float64():

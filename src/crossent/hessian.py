@@ -27,13 +27,13 @@ when they fit the memory budget; otherwise every product recomputes them (three 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.blas import daxpy as _axpy
 
 from crossent._threads import map_row_blocks, single_threaded_blas
+from crossent.objective import add_scaled_inplace
 from crossent.softmax import row_shift
 
 __all__ = ["Curvature", "hessian_product", "softmax_curvature"]
@@ -141,14 +141,8 @@ class Curvature:
             hess_intercept /= scale
         self.n_products += 2 if self.probs is not None else 3
         hess_coef = hess_coef.T if sparse else hess_coef  # (C, d), F-ordered for sparse X
-        if obj.l2:  # + λV in place, as one flat axpy when the layouts agree
-            same = hess_coef.flags.f_contiguous == direction64.flags.f_contiguous
-            if same and (hess_coef.flags.forc and direction64.flags.forc):
-                order: Literal["C", "F"] = "F" if hess_coef.flags.f_contiguous else "C"
-                flat = hess_coef.ravel(order=order)  # a view
-                _axpy(direction64.ravel(order=order), flat, a=obj.l2)
-            else:
-                hess_coef += obj.l2 * direction64
+        if obj.l2:  # + λV in place
+            add_scaled_inplace(hess_coef, obj.l2, direction64)
         return hess_coef, hess_intercept
 
 

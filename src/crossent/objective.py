@@ -34,10 +34,11 @@ A sparse chunk is sized by its non-zeros, not by ``d``: see :func:`_sparse_chunk
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import daxpy as _axpy
 
 from crossent import _kernel
 from crossent._stats import max_abs
@@ -49,7 +50,7 @@ from crossent._threads import (
 )
 from crossent.loss import _index_loss_grad_inplace, _raise_undefined_row
 
-__all__ = ["LinearSoftmaxObjective", "loss_gradient"]
+__all__ = ["LinearSoftmaxObjective", "add_scaled_inplace", "loss_gradient"]
 
 _CHUNK_BYTES = 2 * 1024 * 1024  # the least X and score bytes of one sparse chunk
 # X rows + score rows of one dense chunk. Measured with the compiled kernel (one thread,
@@ -163,10 +164,9 @@ class LinearSoftmaxObjective:
             grad_intercept /= self._grad_scale
         coef64 = np.asarray(coef, dtype=np.float64)
         loss = data_loss + penalty(coef64, self.l2)
-        if sparse:  # λW + the (d, C) sum read transposed: one pass, C-contiguous (C, d)
-            penalty_grad = self.l2 * coef64
-            penalty_grad += grad_coef.T
-            grad_coef = penalty_grad
+        if sparse:  # the (d, C) sum read transposed, (C, d) F-ordered, + λW in place
+            grad_coef = grad_coef.T
+            add_scaled_inplace(grad_coef, self.l2, coef64)
         else:
             grad_coef += self.l2 * coef64  # grad_intercept stays 0 without an intercept
         return loss, grad_coef, grad_intercept
@@ -345,6 +345,20 @@ def loss_gradient(
         n_threads=n_threads,
     )
     return objective.loss_gradient(coef, intercept)
+
+
+def add_scaled_inplace(out: np.ndarray, scale: float, values: np.ndarray) -> None:
+    """``out += scale · values`` in place; one BLAS ``axpy`` when both lie alike in memory.
+
+    The penalty's gradient ``λW`` (and ``λV`` of a Hessian-vector product) is added so:
+    no temporary of the size of ``W``, one pass.
+    """
+    same = out.flags.f_contiguous == values.flags.f_contiguous
+    if same and out.flags.forc and values.flags.forc and values.dtype == out.dtype == np.float64:
+        order: Literal["C", "F"] = "F" if out.flags.f_contiguous else "C"
+        _axpy(values.ravel(order=order), out.ravel(order=order), a=scale)  # views
+    else:
+        out += scale * values
 
 
 def penalty(coef: np.ndarray, l2: float) -> float:
