@@ -239,8 +239,10 @@ def test_sparse_X_of_other_dtypes_is_refused():
 
 
 @pytest.mark.parametrize("center", [True, False])
-def test_sparse_feature_moments_equal_the_dense_ones(center):
-    X, _, _, _, s = sparse_problem(300, 57, 3, seed=8, weighted=True)
+@pytest.mark.parametrize("weighted", [True, False])  # unweighted: no (nnz,) weights formed
+def test_sparse_feature_moments_equal_the_dense_ones(center, weighted):
+    X, _, _, _, s = sparse_problem(300, 57, 3, seed=8, weighted=weighted)
+    s = np.ones(300) if s is None else s
     X = X.copy()
     X.data += 1e9 * (X.indices % 2)  # columns with a mean far from 0 test the closed form
     mean, spread, total = feature_moments(X, s, center=center)
