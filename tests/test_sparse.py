@@ -20,6 +20,7 @@ from scipy.sparse import _sparsetools
 from sklearn.linear_model import LogisticRegression
 
 from crossent import SoftmaxClassifier
+from crossent import objective as objective_module
 from crossent._stats import feature_moments, max_abs
 from crossent.objective import LinearSoftmaxObjective, add_scaled_inplace
 from crossent.solvers import Preconditioner
@@ -161,9 +162,10 @@ def test_sparse_products_run_in_the_data_dtype(monkeypatch, dtype):
 
 
 def test_sparse_chunks_are_read_column_by_column_once(monkeypatch):
-    """A chunk with at least ``d`` non-zeros is converted to CSC at its first read and kept:
-    ``X_c Wᵀ`` is then SciPy's CSC product, ``X_cᵀ G`` its CSR one; the result is that of
-    the dense objective."""
+    """A chunk with at least ``d`` non-zeros, of a problem whose weights outgrow the cache
+    (here: any), is converted to CSC at its first read and kept: ``X_c Wᵀ`` is then SciPy's
+    CSC product, ``X_cᵀ G`` its CSR one; the result is that of the dense objective."""
+    monkeypatch.setattr(objective_module, "_CSC_WEIGHT_BYTES", 0)
     X, y, W, b, s = sparse_problem(200, 31, 7, density=0.3, seed=9, weighted=True)
     objective = LinearSoftmaxObjective(X, y, 7, l2=0.5, sample_weight=s, chunk_rows=50)
     dense = LinearSoftmaxObjective(X.toarray(), y, 7, l2=0.5, sample_weight=s)
@@ -181,6 +183,10 @@ def test_sparse_chunks_are_read_column_by_column_once(monkeypatch):
     thin_objective = LinearSoftmaxObjective(thin, np.array([0, 1, 0]), 2, l2=1.0)
     thin_objective.loss_gradient(np.zeros((2, 10)), np.zeros(2))
     assert [c.format for c in thin_objective._column_chunks.values()] == ["csr"]
+    monkeypatch.undo()  # weights that fit in cache: CSR views, no copy
+    small = LinearSoftmaxObjective(X, y, 7, l2=0.5, sample_weight=s, chunk_rows=50)
+    small.loss_gradient(W, b)
+    assert all(chunk.format == "csr" for chunk in small._column_chunks.values())
 
 
 @pytest.mark.parametrize(

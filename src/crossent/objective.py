@@ -58,6 +58,10 @@ _CHUNK_BYTES = 2 * 1024 * 1024  # the least X and score bytes of one sparse chun
 # 1, 2, 4, 8 MiB: mnist-shape 0.85, 0.82, 0.78, 0.89; probe-1000 1.32, 1.29, 1.08, 1.29.
 _DENSE_CHUNK_BYTES = 4 * 1024 * 1024
 _SPARSE_SCORES_BYTES = 64 * 1024 * 1024  # the most score rows one sparse chunk may hold
+# Weights (d · C entries) above this are read from CSC copies of the chunks (see sparse_rows).
+# One evaluation, one thread, 20 classes, interleaved medians, CSC vs CSR: weights of 0.4-3.1
+# MiB 0.95-1.05x the time; 3.8 MiB (float32) 0.77x, 7.6 MiB 0.63x, 20.8 MiB (bench_sparse) 0.56x.
+_CSC_WEIGHT_BYTES = 2 * 1024 * 1024
 # A sparse multiply-add costs about 8 dense ones (scattered reads): 2.1e7 of them took
 # 16-21 ms on one core (11314 × 130107 CSR, 20 classes), a dense product of as many 1.5 ms.
 _SPARSE_WORK = 8.0
@@ -199,14 +203,16 @@ class LinearSoftmaxObjective:
         ``(d, C)`` weights. Measured (11314 × 130107, 1.5e6 non-zeros, 20 classes, one
         thread, float64): ``X Wᵀ`` 33 → 14 ms, ``Xᵀ G`` 31 → 15 ms; the conversion, once
         per chunk and kept for the objective's life (one more copy of ``X``'s non-zeros),
-        11 ms. A chunk with fewer non-zeros than ``d`` (whose column pointers would
-        outweigh its values) stays a CSR view.
+        11 ms. A chunk stays a CSR view when the weights are small enough to stay in cache
+        (at most :data:`_CSC_WEIGHT_BYTES`: there CSC gained nothing) or when it has fewer
+        non-zeros than ``d`` (its column pointers would outweigh its values).
         """
         key = (start, stop)
         chunk = self._column_chunks.get(key)
         if chunk is None:
             chunk = _csr_rows(self.X, start, stop)
-            if chunk.nnz >= chunk.shape[1]:
+            weight_bytes = self.n_features * self.n_classes * self.X.dtype.itemsize
+            if chunk.nnz >= chunk.shape[1] and weight_bytes > _CSC_WEIGHT_BYTES:
                 chunk = chunk.tocsc()
             self._column_chunks[key] = chunk  # a block's own keys: no two threads race
         return chunk
