@@ -184,6 +184,7 @@ def _sparse_scaled_moments(
         chunks.append((X.indices[values], data, row_weight))
 
     def weighed(values: np.ndarray | None, row_weight: np.ndarray | None) -> Any:
+        """``row_weight · values`` for bincount's weights; None stands for ones."""
         return (
             values if row_weight is None else row_weight if values is None else row_weight * values
         )

@@ -25,10 +25,11 @@ Row blocks run on threads by the one scheduler of :mod:`crossent._threads`.
 ``X`` may also be a SciPy sparse matrix or array (CSR; other formats are converted to CSR
 once). Then only the two products change: ``X_c Wᵀ`` and ``(X_cᵀ G)ᵀ`` are SciPy's
 sparse × dense products (which release the GIL, so row blocks run in parallel as for dense
-data) on each chunk's CSC copy, made at its first read (see
-:meth:`LinearSoftmaxObjective.sparse_rows`); the gradient is accumulated in a ``(d, C)``
-layout (the transpose of a Fortran-ordered ``(C, d)`` array) and ``X`` is never densified.
-A sparse chunk is sized by its non-zeros, not by ``d``: see :func:`_sparse_chunk_rows`.
+data), on a CSC copy of each chunk made at its first read once the ``(d, C)`` weights
+outgrow the cache (see :meth:`LinearSoftmaxObjective.sparse_rows`); the gradient is
+accumulated in a ``(d, C)`` layout (the transpose of a Fortran-ordered ``(C, d)`` array)
+and ``X`` is never densified. A sparse chunk is sized by its non-zeros, not by ``d``: see
+:func:`_sparse_chunk_rows`.
 """
 
 from __future__ import annotations
