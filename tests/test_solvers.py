@@ -24,9 +24,11 @@ from crossent.solvers import (
     SOLVERS,
     Preconditioner,
     Problem,
+    _newton,
     choose_solver,
 )
 from crossent.solvers._lbfgs import default_memory
+from crossent.solvers._newton import _conjugate_gradient
 
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
@@ -562,3 +564,63 @@ def test_auto_polishes_an_ftol_stop_of_lbfgs_with_newton_cg():
     assert grad_auto <= max(1e-10, grad_plain)
     if grad_plain > 1e-10:
         assert "then newton-cg" in auto.message
+
+
+def test_conjugate_gradient_solves_the_newton_system_as_numpy_does():
+    """Without ``reached``, CG on an SPD system meets its residual bound and agrees with
+    ``numpy.linalg.solve``; with it, CG stops at the first step whose residual satisfies
+    it (one step fewer does not)."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((40, 40))
+    hessian = A @ A.T + 0.5 * np.eye(40)  # SPD, condition number ~ 1e3
+    grad = rng.standard_normal(40)
+    exact = np.linalg.solve(hessian, -grad)
+    direction = _conjugate_gradient(lambda v: hessian @ v, grad, 1e-12, 200)
+    np.testing.assert_allclose(direction, exact, rtol=1e-8, atol=1e-10)
+
+    target = 1e-2 * np.abs(grad).max()
+    calls = []
+
+    def hessp(v):
+        calls.append(1)
+        return hessian @ v
+
+    stopped = _conjugate_gradient(hessp, grad, 0.0, 200, lambda r: np.abs(r).max() <= target)
+    assert np.abs(hessian @ stopped + grad).max() <= target
+    steps = len(calls)
+    earlier = _conjugate_gradient(lambda v: hessian @ v, grad, 0.0, steps - 1)
+    assert np.abs(hessian @ earlier + grad).max() > target, "CG did not stop at the first step"
+    asked = []  # reached is asked only while ‖r‖ <= reach_norm
+    _conjugate_gradient(lambda v: hessian @ v, grad, 0.0, 5, lambda r: asked.append(1), 0.0)
+    assert not asked
+    _conjugate_gradient(lambda v: hessian @ v, grad, 0.0, 5, lambda r: asked.append(1), np.inf)
+    assert len(asked) == 5
+
+
+@pytest.mark.parametrize("case", ["digits", "standardised"])
+def test_newton_cg_solves_no_further_than_the_stopping_test_needs(monkeypatch, case):
+    """CG stops once the quadratic model predicts ``max |∂F/∂(W, b)| <= tol / 2``: fewer
+    Hessian-vector products than solving to the forcing term alone, the same stopping test
+    met, and ``F`` within ``tol`` of the tight optimum (relative, as the settled test)."""
+    X, y, l2, fit_intercept, weights = full_batch_cases()[case]
+    problem, x0 = make_problem(X, y, l2, fit_intercept=fit_intercept, sample_weight=weights)
+    optimum = problem.value_grad(SOLVERS["newton-cg"](problem, x0, tol=1e-10, max_iter=200).x)[0]
+    counts = {}
+    for target in (0.0, _newton._CG_TARGET):  # 0: the forcing term alone decides
+        monkeypatch.setattr(_newton, "_CG_TARGET", target)
+        products = []
+        hessian_at = Problem.hessian_at
+
+        def counting(self, x, products=products, hessian_at=hessian_at):
+            hessp = hessian_at(self, x)
+            return lambda v: (products.append(1), hessp(v))[1]
+
+        monkeypatch.setattr(Problem, "hessian_at", counting)
+        result = SOLVERS["newton-cg"](problem, x0, tol=1e-4, max_iter=200)
+        monkeypatch.setattr(Problem, "hessian_at", hessian_at)
+        assert result.converged, result.message
+        value, grad = problem.value_grad(result.x)
+        assert problem.model_grad_max(grad) <= 1e-4
+        assert value - optimum <= 1e-4 * max(abs(optimum), 1.0)
+        counts[target] = len(products)
+    assert counts[_newton._CG_TARGET] < counts[0.0], counts

@@ -20,8 +20,9 @@ from scipy.sparse import _sparsetools
 from sklearn.linear_model import LogisticRegression
 
 from crossent import SoftmaxClassifier
+from crossent import objective as objective_module
 from crossent._stats import feature_moments, max_abs
-from crossent.objective import LinearSoftmaxObjective
+from crossent.objective import LinearSoftmaxObjective, add_scaled_inplace
 from crossent.solvers import Preconditioner
 
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
@@ -153,10 +154,57 @@ def test_sparse_products_run_in_the_data_dtype(monkeypatch, dtype):
     spy = _SparseProductSpy(monkeypatch)
     loss, grad_W, grad_b = objective.loss_gradient(W, b)
     names = [name for name, _ in spy.calls]
-    assert names == ["csr_matvecs", "csc_matvecs"] * 5, f"expected two products per chunk: {names}"
+    assert len(names) == 2 * 5, f"expected two products per chunk: {names}"
+    assert set(names) <= {"csr_matvecs", "csc_matvecs"}, names
     for name, dtypes in spy.calls:
         assert dtypes and all(dt == dtype for dt in dtypes), f"{name} computed in {dtypes}"
     assert isinstance(loss, float) and grad_W.dtype == grad_b.dtype == np.float64
+
+
+def test_sparse_chunks_are_read_column_by_column_once(monkeypatch):
+    """A chunk with at least ``d`` non-zeros, of a problem whose weights outgrow the cache
+    (here: any), is converted to CSC at its first read and kept: ``X_c Wᵀ`` is then SciPy's
+    CSC product, ``X_cᵀ G`` its CSR one; the result is that of the dense objective."""
+    monkeypatch.setattr(objective_module, "_CSC_WEIGHT_BYTES", 0)
+    X, y, W, b, s = sparse_problem(200, 31, 7, density=0.3, seed=9, weighted=True)
+    objective = LinearSoftmaxObjective(X, y, 7, l2=0.5, sample_weight=s, chunk_rows=50)
+    dense = LinearSoftmaxObjective(X.toarray(), y, 7, l2=0.5, sample_weight=s)
+    want = dense.loss_gradient(W, b)
+    for _ in range(2):  # converted at the first evaluation, reused at the second
+        got = objective.loss_gradient(W, b)
+        assert abs(got[0] - want[0]) <= 1e-12 * abs(want[0])
+        assert rel_err(got[1], want[1]) <= 1e-12 and rel_err(got[2], want[2]) <= 1e-12
+        assert sorted(objective._column_chunks) == [(0, 50), (50, 100), (100, 150), (150, 200)]
+        assert all(chunk.format == "csc" for chunk in objective._column_chunks.values())
+    spy = _SparseProductSpy(monkeypatch)
+    objective.loss_gradient(W, b)
+    assert [name for name, _ in spy.calls] == ["csc_matvecs", "csr_matvecs"] * 4
+    thin = sp.csr_matrix((np.ones(3), ([0, 1, 2], [0, 5, 9])), shape=(3, 10))
+    thin_objective = LinearSoftmaxObjective(thin, np.array([0, 1, 0]), 2, l2=1.0)
+    thin_objective.loss_gradient(np.zeros((2, 10)), np.zeros(2))
+    assert [c.format for c in thin_objective._column_chunks.values()] == ["csr"]
+    monkeypatch.undo()  # weights that fit in cache: CSR views, no copy
+    small = LinearSoftmaxObjective(X, y, 7, l2=0.5, sample_weight=s, chunk_rows=50)
+    small.loss_gradient(W, b)
+    assert all(chunk.format == "csr" for chunk in small._column_chunks.values())
+
+
+@pytest.mark.parametrize(
+    ("out_order", "values_order", "view"),
+    [("C", "C", False), ("F", "F", False), ("C", "F", False), ("F", "C", False), ("C", "C", True)],
+)
+def test_add_scaled_inplace_equals_the_numpy_formula(out_order, values_order, view):
+    """``out += a · values`` in place, whatever the two layouts (one axpy when they agree)."""
+    rng = np.random.default_rng(4)
+    out = np.asarray(rng.standard_normal((7, 12)), order=out_order)
+    values = np.asarray(rng.standard_normal((7, 12)), order=values_order)
+    if view:  # strided: neither C- nor F-contiguous
+        out, values = out[:, ::2], values[:, ::2]
+    want = out + 0.3 * values
+    target = out
+    add_scaled_inplace(out, 0.3, values)
+    assert out is target
+    np.testing.assert_allclose(out, want, rtol=1e-15, atol=1e-15)
 
 
 def test_float32_csr_agrees_with_float64():
@@ -197,8 +245,10 @@ def test_sparse_X_of_other_dtypes_is_refused():
 
 
 @pytest.mark.parametrize("center", [True, False])
-def test_sparse_feature_moments_equal_the_dense_ones(center):
-    X, _, _, _, s = sparse_problem(300, 57, 3, seed=8, weighted=True)
+@pytest.mark.parametrize("weighted", [True, False])  # unweighted: no (nnz,) weights formed
+def test_sparse_feature_moments_equal_the_dense_ones(center, weighted):
+    X, _, _, _, s = sparse_problem(300, 57, 3, seed=8, weighted=weighted)
+    s = np.ones(300) if s is None else s
     X = X.copy()
     X.data += 1e9 * (X.indices % 2)  # columns with a mean far from 0 test the closed form
     mean, spread, total = feature_moments(X, s, center=center)

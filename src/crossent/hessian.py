@@ -27,14 +27,13 @@ when they fit the memory budget; otherwise every product recomputes them (three 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.blas import daxpy as _axpy
 
 from crossent._threads import map_row_blocks, single_threaded_blas
-from crossent.objective import _csr_rows
+from crossent.objective import add_scaled_inplace
 from crossent.softmax import row_shift
 
 __all__ = ["Curvature", "hessian_product", "softmax_curvature"]
@@ -76,7 +75,7 @@ class Curvature:
 
     def _chunk_X(self, start: int, stop: int) -> Any:
         X = self.objective.X
-        return _csr_rows(X, start, stop) if sp.issparse(X) else X[start:stop]
+        return self.objective.sparse_rows(start, stop) if sp.issparse(X) else X[start:stop]
 
     def _probs(self, start: int, X_chunk: Any) -> np.ndarray:
         """``p`` of the chunk starting at row ``start``: cached, or from ``X_chunk``."""
@@ -103,9 +102,7 @@ class Curvature:
         n_classes, n_features = obj.n_classes, obj.n_features
 
         def block(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-            out_coef = np.zeros(
-                (n_features, n_classes) if sparse else (n_classes, n_features), np.float64
-            )
+            out_coef = None if sparse else np.zeros((n_classes, n_features), np.float64)
             out_intercept = np.zeros(n_classes, dtype=np.float64)
             for start, stop in self._chunks(rows):
                 X_chunk = self._chunk_X(start, stop)
@@ -117,12 +114,20 @@ class Curvature:
                 mean = dscores.sum(axis=1, dtype=np.float64)  # (rows,) pᵀż
                 dscores -= probs * mean.astype(dtype)[:, None]
                 dscores *= (obj.sample_weight[start:stop] * scale).astype(dtype)[:, None]
+                # sparse: (d, C); the first chunk's product becomes the sum, as in the pass (no
+                # zero-filled (d, C) per block: measured 30.6 → 25.8 ms per product, 2 threads)
                 if sparse:
-                    out_coef += X_chunk.T @ dscores  # (d, C)
+                    product = X_chunk.T @ dscores
+                    if out_coef is None:
+                        out_coef = product.astype(np.float64, copy=False)
+                    else:
+                        out_coef += product
                 else:
                     out_coef += dscores.T @ X_chunk  # (C, d)
                 if obj.fit_intercept:
                     out_intercept += dscores.sum(axis=0, dtype=np.float64)
+            if out_coef is None:  # a sparse block without rows
+                out_coef = np.zeros((n_features, n_classes), np.float64)
             return out_coef, out_intercept
 
         with single_threaded_blas():  # as in the objective's pass
@@ -136,14 +141,8 @@ class Curvature:
             hess_intercept /= scale
         self.n_products += 2 if self.probs is not None else 3
         hess_coef = hess_coef.T if sparse else hess_coef  # (C, d), F-ordered for sparse X
-        if obj.l2:  # + λV in place, as one flat axpy when the layouts agree
-            same = hess_coef.flags.f_contiguous == direction64.flags.f_contiguous
-            if same and (hess_coef.flags.forc and direction64.flags.forc):
-                order: Literal["C", "F"] = "F" if hess_coef.flags.f_contiguous else "C"
-                flat = hess_coef.ravel(order=order)  # a view
-                _axpy(direction64.ravel(order=order), flat, a=obj.l2)
-            else:
-                hess_coef += obj.l2 * direction64
+        if obj.l2:  # + λV in place
+            add_scaled_inplace(hess_coef, obj.l2, direction64)
         return hess_coef, hess_intercept
 
 
