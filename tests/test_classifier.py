@@ -210,7 +210,9 @@ def test_float32_and_float64_fits_agree_to_float32_accuracy(data):
     objective = LinearSoftmaxObjective(X64, y, len(fit64.classes_), l2=1.0)
     best = objective.loss_gradient(fit64.coef_, fit64.intercept_)[0]
     reached = objective.loss_gradient(fit32.coef_, fit32.intercept_)[0]
-    assert 0.0 <= (reached - best) / best <= 1e-6  # a few float32 epsilons of L_total
+    # a few float32 epsilons of L_total above the float64 fit, which at tol 1e-8 is itself
+    # only near the optimum: the float32 fit may land below it (measured: -2.6e-13)
+    assert -1e-10 <= (reached - best) / best <= 1e-6
     np.testing.assert_array_equal(fit32.predict(X), fit64.predict(X64))
     np.testing.assert_allclose(fit32.predict_proba(X), fit64.predict_proba(X64), atol=1e-3)
     # the weights themselves, to the accuracy the conditioning allows

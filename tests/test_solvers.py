@@ -361,6 +361,28 @@ def test_gradient_to_x_is_the_chain_rule_of_to_model(order):
     np.testing.assert_allclose(back[1], grad_intercept, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("centred", [True, False])
+def test_blocked_chain_rule_matches_the_whole_array_formulas(order, centred):
+    """Three feature blocks (7 classes × 20000 features): gradient_to_x against
+    ``(G_W − G_b μᵀ) / σ / S`` and model_grad_max against ``max |σ ∂/∂V + ∂/∂b' μᵀ|``."""
+    n_classes, d = 7, 20000
+    rng = np.random.default_rng(6)
+    center = rng.standard_normal(d) if centred else np.zeros(d)
+    precond = Preconditioner(center, rng.uniform(0.1, 10.0, d), order)
+    grad_coef = rng.standard_normal((n_classes, d))
+    if order == "F":
+        grad_coef = np.asfortranarray(grad_coef)
+    grad_intercept = rng.standard_normal(n_classes)
+    x = precond.gradient_to_x(grad_coef, grad_intercept, 7.5)
+    V = (grad_coef - np.outer(grad_intercept, center)) / precond.scale / 7.5
+    want = np.concatenate([V.ravel(order=order), grad_intercept / 7.5])
+    np.testing.assert_allclose(x, want, rtol=1e-15, atol=0)
+    model = x[: n_classes * d].reshape(n_classes, d, order=order) * precond.scale
+    model += np.outer(x[n_classes * d :], center)
+    assert precond.model_grad_max(x, n_classes) == np.abs(model).max()
+
+
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_problem_gradient_matches_central_differences_of_F(fit_intercept, weighted):

@@ -339,7 +339,7 @@ def fit_shard(
     from crossent._stats import max_abs
     from crossent.classifier import _check_feature_scale
     from crossent.objective import _check_sample_weight as _check_weights
-    from crossent.solvers import FULL_BATCH, Preconditioner, Problem
+    from crossent.solvers import FULL_BATCH, Preconditioner, Problem, penalty_weight
 
     if estimator.solver not in FULL_BATCH:
         raise ValueError(
@@ -414,7 +414,12 @@ def fit_shard(
         return allreduce(values, op, group)
 
     precond = Preconditioner.from_data(
-        X, weights, center=estimator.fit_intercept, l2=float(estimator.l2), allreduce=reduce
+        X,
+        weights,
+        center=estimator.fit_intercept,
+        l2=float(estimator.l2),
+        penalty_weight=penalty_weight(estimator.solver, n_classes),
+        allreduce=reduce,
     )
     objective = DistributedObjective(
         X,

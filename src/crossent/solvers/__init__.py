@@ -30,6 +30,29 @@ SOLVERS = {
 FULL_BATCH = ("auto", "lbfgs", "newton-cg", "gd")
 MINIBATCH = ("sgd", "adam")
 
+
+def penalty_weight(solver: str, n_classes: int) -> float:
+    """The preconditioner's ``penalty_weight`` ``c`` (see :meth:`Preconditioner.from_data`).
+
+    Full-batch solvers: ``c = 4 C² / (C − 1)``. ``C² / (C − 1)`` is ``1 / (p (1 − p))`` at
+    the start's ``p = 1/C``: the data's curvature weighed by the softmax's curvature at a
+    uniform prediction, as the penalty's is by 1. Away from the start the predictions
+    sharpen and the data's curvature falls, which the factor 4 anticipates. Measured with
+    L-BFGS, evaluations from the start (c = 1 · C²/(C−1) → 4 · C²/(C−1)): probe-1000
+    (1000 classes) to within 1e-4 of the optimum 107 → 85; eleven small problems (the
+    solver tests' cases, iris, raw wine and breast cancer) to tol 1e-4 389 → 279 and to
+    tol 1e-8 668 → 446, none more than 3 worse (iris, the four-decade badly scaled set)
+    and raw breast cancer 329 → 125; mnist-shape and large-n unchanged (25, 18); the
+    20-newsgroups shape with Newton-CG 46 → 42 passes over X. A factor 16 gained on
+    probe-1000 (76) but cost the badly scaled set 55 evaluations instead of 34. The
+    minibatch solvers' step sizes were tuned with ``c = 1``, which sets their scale: they
+    keep it.
+    """
+    if solver in MINIBATCH:
+        return 1.0
+    return 4.0 * n_classes * n_classes / max(n_classes - 1, 1)
+
+
 __all__ = [
     "FULL_BATCH",
     "MINIBATCH",
@@ -38,4 +61,5 @@ __all__ = [
     "Problem",
     "SolverResult",
     "choose_solver",
+    "penalty_weight",
 ]

@@ -103,12 +103,6 @@ class Preconditioner:
         V = coef * self.scale
         return np.concatenate([V.ravel(order=self.order), intercept + coef @ self.center])
 
-    def _outer(self, grad_intercept: np.ndarray) -> np.ndarray:
-        """``∂/∂b μᵀ``, shape ``(C, d)``, laid out in ``self.order``."""
-        if self.order == "F":
-            return np.outer(self.center, grad_intercept).T
-        return np.outer(grad_intercept, self.center)
-
     def gradient_to_model(
         self, grad_x: np.ndarray, n_classes: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +110,9 @@ class Preconditioner:
         d = self.scale.shape[0]
         grad_V = grad_x[: n_classes * d].reshape(n_classes, d, order=self.order)
         grad_intercept = grad_x[n_classes * d :]
-        return grad_V * self.scale + self._outer(grad_intercept), grad_intercept
+        grad_coef = grad_V * self.scale
+        self._block(grad_coef, slice(None))[...] += self._outer(grad_intercept, slice(None))
+        return grad_coef, grad_intercept
 
     def gradient_to_x(
         self, grad_coef: np.ndarray, grad_intercept: np.ndarray, divisor: float = 1.0
@@ -125,29 +121,68 @@ class Preconditioner:
 
         Written into one new flat vector, a block of features at a time (temporaries of
         about 64K entries, never a whole ``(C, d)``: for 2.6e6 parameters each would add
-        20 MiB to a fit's peak memory).
+        20 MiB to a fit's peak memory), as the blocks lie in memory, times
+        ``1 / (σ · divisor)`` (one product for two divisions).
         """
         n_classes, d = grad_coef.shape
         out = np.empty(n_classes * (d + 1))
         grad_V = out[: n_classes * d].reshape(n_classes, d, order=self.order)
         centred = bool(self.center.any())
-        block = max(1, 65536 // max(n_classes, 1))
-        for start in range(0, d, block):
-            cols = slice(start, min(start + block, d))
-            part = grad_V[:, cols]  # (C, block) view of out
+        factor = 1.0 / (self.scale * divisor)
+        for cols in self._feature_blocks(n_classes):
+            part = self._block(grad_V, cols)  # a view of out
             if centred:  # ∂/∂W − (∂/∂b) μᵀ
-                np.subtract(
-                    grad_coef[:, cols], np.outer(grad_intercept, self.center[cols]), out=part
-                )
+                self._outer(grad_intercept, cols, out=part)
+                np.subtract(self._block(grad_coef, cols), part, out=part)
             else:
-                part[...] = grad_coef[:, cols]
-            part /= self.scale[cols]
-            if divisor != 1.0:
-                part /= divisor
+                part[...] = self._block(grad_coef, cols)
+            part *= self._per_feature(factor, cols)
         out[n_classes * d :] = grad_intercept
         if divisor != 1.0:
             out[n_classes * d :] /= divisor
         return out
+
+    def model_grad_max(self, grad_x: np.ndarray, n_classes: int) -> float:
+        """``max |∂F/∂W|`` of :meth:`gradient_to_model`, a block of features at a time:
+        no ``(C, d)`` temporaries (two of 20 MiB on the 20-newsgroups shape)."""
+        d = self.scale.shape[0]
+        grad_V = grad_x[: n_classes * d].reshape(n_classes, d, order=self.order)
+        grad_intercept = grad_x[n_classes * d :]
+        centred = bool(self.center.any())
+        blocks = self._feature_blocks(n_classes)
+        scratch = np.empty(n_classes * (blocks[0].stop if blocks else 0))
+        largest = 0.0
+        for cols in blocks:
+            block = self._block(grad_V, cols)
+            part = scratch[: block.size].reshape(block.shape)
+            np.multiply(block, self._per_feature(self.scale, cols), out=part)  # σ ∂/∂V
+            if centred:  # + ∂/∂b' μᵀ
+                part += self._outer(grad_intercept, cols)
+            largest = max(largest, float(np.max(np.abs(part, out=part), initial=0.0)))
+        return largest
+
+    def _feature_blocks(self, n_classes: int) -> list[slice]:
+        """Blocks of about 64K entries of a ``(C, d)`` array, as slices of its features."""
+        d = self.scale.shape[0]
+        block = max(1, 65536 // max(n_classes, 1))
+        return [slice(start, min(start + block, d)) for start in range(0, d, block)]
+
+    def _block(self, array: np.ndarray, cols: slice) -> np.ndarray:
+        """Features ``cols`` of a ``(C, d)`` array as they lie in ``self.order``: its
+        ``(C, block)`` part, or for ``"F"`` the ``(block, C)`` part of its transpose."""
+        return array.T[cols] if self.order == "F" else array[:, cols]
+
+    def _per_feature(self, values: np.ndarray, cols: slice) -> np.ndarray:
+        """``values[cols]`` shaped to broadcast over :meth:`_block`'s blocks."""
+        return values[cols, None] if self.order == "F" else values[cols]
+
+    def _outer(
+        self, grad_intercept: np.ndarray, cols: slice, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``∂/∂b μᵀ`` on features ``cols``, laid out as :meth:`_block`'s blocks."""
+        if self.order == "F":
+            return np.multiply.outer(self.center[cols], grad_intercept, out=out)
+        return np.multiply.outer(grad_intercept, self.center[cols], out=out)
 
 
 @dataclass
@@ -231,9 +266,10 @@ class Problem:
         The full-batch solvers stop when this is at most ``tol``: the same test, on the same
         ``F``, as scikit-learn's L-BFGS applies, so ``tol`` means the same in both.
         """
-        grad_coef, grad_intercept = self.precond.gradient_to_model(grad_x, self.objective.n_classes)
-        largest = float(np.max(np.abs(grad_coef), initial=0.0))
+        n_classes = self.objective.n_classes
+        largest = self.precond.model_grad_max(grad_x, n_classes)
         if self.objective.fit_intercept:
+            grad_intercept = grad_x[n_classes * self.precond.scale.shape[0] :]
             largest = max(largest, float(np.max(np.abs(grad_intercept), initial=0.0)))
         return largest
 
