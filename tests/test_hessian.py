@@ -116,3 +116,74 @@ def test_problem_hessian_matches_central_differences_of_its_gradient(sparse, fit
     diff = (problem.value_grad(x + eps * v)[1] - problem.value_grad(x - eps * v)[1]) / (2 * eps)
     np.testing.assert_allclose(product, diff, rtol=1e-6, atol=1e-8 * np.abs(diff).max())
     assert hessp.n_products == 3  # the softmax pass, then two products per call
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_the_softmax_kept_by_an_evaluation_gives_the_same_products(
+    sparse, fit_intercept, n_threads
+):
+    """keep_rows: the curvature at the evaluated point needs no product over X, and its
+    Hessian-vector products still match torch autograd (weights with zeros among them)."""
+    X, y, rng = _data(sparse)
+    weights = rng.uniform(0.0, 3.0, N)
+    weights[::7] = 0.0  # their gradient rows are 0: p cannot be recovered, nor is it needed
+    objective = LinearSoftmaxObjective(
+        X,
+        y,
+        C,
+        l2=L2,
+        sample_weight=weights,
+        fit_intercept=fit_intercept,
+        chunk_rows=8,
+        n_threads=n_threads,
+    )
+    W, b = rng.standard_normal((C, D)) * 0.2, rng.standard_normal(C)
+    V, c = rng.standard_normal((C, D)), rng.standard_normal(C)
+    objective.keep_rows = True
+    objective.loss_gradient(W, b)
+    reused = softmax_curvature(objective, W, b)
+    assert reused.n_products == 0
+    fresh = softmax_curvature(objective, W + 1e-3, b)  # elsewhere: p is computed
+    assert fresh.n_products == 1
+    ref_W, ref_b = torch_hvp(X, y, W, b, V, c, L2, weights, fit_intercept)
+    hess_W, hess_b = reused.product(V, c)
+    np.testing.assert_allclose(hess_W, ref_W, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hess_b, ref_b, rtol=1e-10, atol=1e-12)
+    objective.keep_rows = False
+    objective.loss_gradient(W, b)
+    assert objective.kept_rows is None
+    assert softmax_curvature(objective, W, b).n_products == 1
+
+
+def test_newton_cg_skips_the_softmax_pass_its_evaluation_made():
+    """One product fewer per Newton iteration, the same optimum; keep_rows is off after.
+
+    p from the kept gradient rows differs from a fresh softmax by rounding, so the two runs
+    may differ in their last, rounding-bound iteration: compared at tol 1e-6."""
+    from crossent.solvers._newton import newton_cg
+
+    X, y, _ = _data(True)
+    objective = LinearSoftmaxObjective(X, y, C, l2=L2)
+    precond = Preconditioner.from_data(X, None, center=True, l2=L2)
+    problem = Problem(objective, precond, float(N))
+    x0 = np.zeros(C * (D + 1))
+    counted = []
+    original = softmax_curvature.__globals__["_probabilities_from_kept_rows"]
+
+    def disabled(*args):
+        counted.append(original(*args) is not None)
+        return None
+
+    result = newton_cg(problem, x0, max_iter=50, tol=1e-6)
+    reused = list(counted)
+    softmax_curvature.__globals__["_probabilities_from_kept_rows"] = disabled
+    try:
+        plain = newton_cg(problem, x0, max_iter=50, tol=1e-6)
+    finally:
+        softmax_curvature.__globals__["_probabilities_from_kept_rows"] = original
+    assert reused == [] and len(counted) >= 3 and all(counted)  # each iteration could reuse
+    assert result.converged and plain.converged
+    np.testing.assert_allclose(result.x, plain.x, rtol=1e-5, atol=1e-7)
+    assert not objective.keep_rows and objective.kept_rows is None

@@ -63,6 +63,8 @@ _SPARSE_SCORES_BYTES = 64 * 1024 * 1024  # the most score rows one sparse chunk 
 # One evaluation, one thread, 20 classes, interleaved medians, CSC vs CSR: weights of 0.4-3.1
 # MiB 0.95-1.05x the time; 3.8 MiB (float32) 0.77x, 7.6 MiB 0.63x, 20.8 MiB (bench_sparse) 0.56x.
 _CSC_WEIGHT_BYTES = 2 * 1024 * 1024
+# The most bytes of gradient rows (n × C in X's dtype) an evaluation keeps with keep_rows.
+KEEP_ROWS_BYTES = 1024 * 2**20
 # A sparse multiply-add costs about 8 dense ones (scattered reads): 2.1e7 of them took
 # 16-21 ms on one core (11314 × 130107 CSR, 20 classes), a dense product of as many 1.5 ms.
 _SPARSE_WORK = 8.0
@@ -132,6 +134,11 @@ class LinearSoftmaxObjective:
         self._grad_scale = _gradient_scale(self.X.dtype, self.x_max_abs, self.chunk_rows)
         self._column_chunks: dict[tuple[int, int], Any] = {}  # see sparse_rows
         self.n_evals = 0
+        # keep_rows: each evaluation also keeps its gradient rows, for the curvature at the
+        # same point (see crossent.hessian.softmax_curvature); kept_rows is then
+        # (W, b, {first row of a chunk: its rows}) as the products read them, else None
+        self.keep_rows = False
+        self.kept_rows: tuple[np.ndarray, np.ndarray | None, dict[int, np.ndarray]] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -153,12 +160,18 @@ class LinearSoftmaxObjective:
         sparse = sp.issparse(self.X)
         weights, bias = self.in_data_dtype(coef, intercept)
         n = self.X.shape[0]
+        kept: dict[int, np.ndarray] | None = None
+        self.kept_rows = None
+        if self.keep_rows and n * self.n_classes * self.X.dtype.itemsize <= KEEP_ROWS_BYTES:
+            kept = {}
         # BLAS on one thread even for one block: a chunk's products are small, and BLAS's own
         # threads spend more on hand-offs than they save (and compete with ours)
         with single_threaded_blas():
             parts = map_row_blocks(
-                lambda rows: self._pass(weights, bias, rows), n, self.n_row_blocks()
+                lambda rows: self._pass(weights, bias, rows, kept), n, self.n_row_blocks()
             )
+        if kept is not None:
+            self.kept_rows = (weights, bias, kept)
         data_loss = sum(p[0] for p in parts)
         grad_coef, grad_intercept = parts[0][1], parts[0][2]  # fresh float64 buffers
         for _, block_coef, block_intercept in parts[1:]:
@@ -226,7 +239,11 @@ class LinearSoftmaxObjective:
         return min(n_threads, -(-n // self.chunk_rows))
 
     def _pass(
-        self, weights: np.ndarray, bias: np.ndarray | None, rows: slice
+        self,
+        weights: np.ndarray,
+        bias: np.ndarray | None,
+        rows: slice,
+        kept: dict[int, np.ndarray] | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss and gradient sums over the chunks of the row block ``rows`` (one thread).
 
@@ -280,6 +297,8 @@ class LinearSoftmaxObjective:
                 )
                 if col_sums is not None:  # within a chunk in the data's dtype
                     col_sums += scores.sum(axis=0)
+            if kept is not None:  # each chunk its own key: no two threads write one
+                kept[start] = scores.copy()
             if sparse:  # (d, C) = X_cᵀ G, sparse × dense; the first one becomes the sum
                 product = X_chunk.T @ scores
                 if grad_coef is None:

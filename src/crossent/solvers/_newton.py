@@ -120,6 +120,18 @@ def newton_cg(
     max_cg : int, default 200
         Conjugate-gradient steps (Hessian-vector products) per iteration at most.
     """
+    with problem.keeping_rows():  # each point's softmax comes with its evaluation
+        return _newton_cg(problem, x0, max_iter, tol, callback, max_cg)
+
+
+def _newton_cg(
+    problem: Problem,
+    x0: np.ndarray,
+    max_iter: int,
+    tol: float,
+    callback: Callback | None,
+    max_cg: int,
+) -> SolverResult:
     x = np.asarray(x0, dtype=np.float64).copy()
     value, grad = problem.value_grad(x)
     grad_max = problem.model_grad_max(grad)

@@ -16,7 +16,8 @@ are. The penalty stays ``(λ/2)‖W‖²`` on the original ``W``: the optimum is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -198,6 +199,22 @@ class Problem:
         loss, grad_coef, grad_intercept = self.objective.loss_gradient(coef, intercept)
         grad = self.precond.gradient_to_x(grad_coef, grad_intercept, self.normaliser)
         return loss / self.normaliser, grad
+
+    @contextmanager
+    def keeping_rows(self) -> Iterator[None]:
+        """Meanwhile each evaluation keeps its gradient rows (when they fit the objective's
+        budget), from which :meth:`hessian_at` at the same point recovers the softmax
+        without a pass over ``X``. A no-op where there are no Hessian products."""
+        objective = self.objective
+        if not self.has_hessian:
+            yield
+            return
+        objective.keep_rows = True
+        try:
+            yield
+        finally:
+            objective.keep_rows = False
+            objective.kept_rows = None
 
     @property
     def has_hessian(self) -> bool:
