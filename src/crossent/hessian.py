@@ -262,4 +262,3 @@ def _probabilities_from_kept_rows(
         p[np.arange(stop - start), objective.y[start:stop]] += (weight > 0).astype(p.dtype)
         probs[start] = p
     return probs
-
