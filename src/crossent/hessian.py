@@ -239,7 +239,8 @@ def _probabilities_from_kept_rows(
     evaluation kept (``objective.keep_rows``), if it was at ``(weights, bias)``; else None.
 
     ``p_i = g_i / (κ s_i) + e_{k_i}``, with ``κ`` the objective's power-of-two gradient
-    scale; rows of weight 0 get ``p_i = 0`` (their curvature is ``s_i (…) = 0`` anyway).
+    scale, computed in place (the objective lets go of the rows: no second ``n × C``);
+    rows of weight 0 get ``p_i = 0`` (their curvature is ``s_i (…) = 0`` anyway).
     Saves the pass ``X Wᵀ`` that :func:`softmax_curvature` would make: one of the passes of
     each Newton iteration (the 20-newsgroups shape: 6 of 42).
     """
@@ -253,12 +254,11 @@ def _probabilities_from_kept_rows(
         bias is not None and not np.array_equal(kept_bias, bias)
     ):
         return None
-    probs = {}
-    for start, gradient_rows in rows.items():
-        stop = start + gradient_rows.shape[0]
+    objective.kept_rows = None  # taken over: the rows become p in place
+    for start, p in rows.items():
+        stop = start + p.shape[0]
         weight = objective.sample_weight[start:stop] * float(objective._grad_scale)
         factor = np.divide(1.0, weight, out=np.zeros_like(weight), where=weight > 0)
-        p = gradient_rows * factor.astype(gradient_rows.dtype)[:, None]
+        p *= factor.astype(p.dtype)[:, None]
         p[np.arange(stop - start), objective.y[start:stop]] += (weight > 0).astype(p.dtype)
-        probs[start] = p
-    return probs
+    return rows
