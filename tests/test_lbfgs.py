@@ -88,6 +88,7 @@ class _Quadratic:
 
     settled = staticmethod(Problem.settled)
     stalled = staticmethod(Problem.stalled)
+    after_step = Problem.after_step
 
 
 def test_minimises_an_ill_conditioned_quadratic():

@@ -52,12 +52,11 @@ def gd(
         s, y = x_new - x, grad_new - grad
         sy = float(s @ y)
         step = float(s @ s) / sy if sy > 0 else 2.0 * step  # Barzilai-Borwein
-        value_before = value
+        values = (value, value_new)
         x, value, grad = x_new, value_new, grad_new
-        grad_max = problem.model_grad_max(grad)
-        curve.append(value * problem.normaliser)
-        if callback is not None and callback(iteration, curve[-1], grad_max, x):
-            return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
-        if problem.stalled(value_before, value):
-            return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
+        grad_max, done = problem.after_step(
+            iteration, x, values, grad, curve, tol, callback, gradient_test=False
+        )
+        if done is not None:  # the gradient test is the loop's first step
+            return done
     return SolverResult(x, max_iter, grad_max <= tol, curve, "max_iter reached")

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossent.solvers._problem import STALL, Callback, Problem, SolverResult
+from crossent.solvers._line_search import backtrack, stopped_in_line_search
+from crossent.solvers._problem import Callback, Problem, SolverResult
 
 _HISTORY_BYTES = 256 * 2**20  # the correction pairs' budget before fewer are kept
-_ARMIJO = 1e-4  # sufficient decrease: F(x + t d) <= F(x) + 1e-4 t ∇Fᵀd
-_MAX_TRIALS = 30  # step lengths tried per line search
 
 
 def default_memory(n_params: int) -> int:
@@ -71,32 +70,6 @@ class _Pairs:
         return q
 
 
-def _backtrack(
-    problem: Problem, x: np.ndarray, direction: np.ndarray, value: float, slope: float
-) -> tuple[np.ndarray, float, np.ndarray] | str:
-    """The first step ``t`` (from 1, shrinking) with Armijo's decrease, and ``(F, ∇F)``.
-
-    Returns a reason instead when no step can show a decrease: ``"rounding"`` once the
-    predicted decrease ``−t ∇Fᵀd`` is below the rounding of ``F``, else ``"failed"``.
-    """
-    step = 1.0
-    for _ in range(_MAX_TRIALS):
-        x_new = direction * step
-        x_new += x
-        value_new, grad_new = problem.value_grad(x_new)
-        if value_new <= value + _ARMIJO * step * slope:
-            return x_new, value_new, grad_new
-        del x_new, grad_new  # not alive during the next evaluation
-        # the minimiser of the quadratic through F(x), its slope and F(x + t d), kept
-        # within [t/10, t/2]; a non-finite F (overflow far out) just halves
-        rise = value_new - value - slope * step
-        trial = -slope * step * step / (2.0 * rise) if np.isfinite(rise) and rise > 0 else 0.0
-        step = min(max(trial, 0.1 * step), 0.5 * step)
-        if -slope * step <= STALL * max(abs(value), 1.0):
-            return "rounding"
-    return "failed"
-
-
 def lbfgs(
     problem: Problem,
     x0: np.ndarray,
@@ -141,12 +114,9 @@ def lbfgs(
             pairs.count = 0
             direction = pairs.direction(grad)
             slope = float(grad @ direction)
-        accepted = _backtrack(problem, x, direction, value, slope)
+        accepted = backtrack(problem, x, direction, value, slope)
         if isinstance(accepted, str):
-            if accepted == "rounding":
-                message = "no decrease beyond rounding"
-                return SolverResult(x, iteration - 1, True, curve, message)
-            return SolverResult(x, iteration - 1, False, curve, "line search failed")
+            return stopped_in_line_search(accepted, x, iteration - 1, curve)
         x_new, value_new, grad_new = accepted
         s = x_new - x
         y = grad_new - grad
@@ -154,14 +124,9 @@ def lbfgs(
         if sy > np.finfo(float).eps * float(y @ y):
             pairs.add(s, y, sy)
         del s, y
-        value_before = value
+        values = (value, value_new)
         x, value, grad = x_new, value_new, grad_new
-        grad_max = problem.model_grad_max(grad)
-        curve.append(value * problem.normaliser)
-        if callback is not None and callback(iteration, curve[-1], grad_max, x):
-            return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
-        if grad_max <= tol and problem.settled(value_before, value, tol):
-            return SolverResult(x, iteration, True, curve, f"max |gradient| <= tol = {tol:g}")
-        if problem.stalled(value_before, value):
-            return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
+        grad_max, done = problem.after_step(iteration, x, values, grad, curve, tol, callback)
+        if done is not None:
+            return done
     return SolverResult(x, max_iter, grad_max <= tol, curve, "max_iter reached")

@@ -2,16 +2,18 @@
 
 Each iteration solves the Newton system ``∇²F(x) d = −∇F(x)`` approximately by conjugate
 gradients, with Hessian-vector products of :meth:`Problem.hessian_at` (two products over
-``X`` each, after one that computes the softmax at ``x``), until the residual is below
+``X`` each), until the residual is below
 ``η ‖∇F‖`` with the forcing term ``η = min(0.5, sqrt(‖∇F‖))`` (superlinear convergence,
 Eisenstat-Walker; scikit-learn's ``newton-cg`` uses the same rule) or until the quadratic
 model predicts that the step meets the stopping test with room to spare (its largest
 gradient entry at most ``tol / 2``: see :data:`_CG_TARGET`), then takes the step
-``x + t d`` with ``t`` the first of 1, 1/2, 1/4, … that satisfies Armijo's condition.
-In the preconditioned coordinates the full step is nearly always taken, so an iteration
-costs one gradient (two products), one softmax pass and ``2 k`` products for ``k`` CG
-steps; the iterations are few, and their number hardly depends on the number of classes
-or on ``λ``, where L-BFGS's grows with the condition number.
+``x + t d`` with ``t`` from 1 down until Armijo's condition holds (the line search of
+:mod:`crossent.solvers._line_search`, shared with L-BFGS). In the preconditioned
+coordinates the full step is nearly always taken, so an iteration costs one gradient (two
+products) and ``2 k`` products for ``k`` CG steps (the softmax at ``x`` comes from the
+gradient's own pass, see :meth:`Problem.keeping_rows`); the iterations are few, and their
+number hardly depends on the number of classes or on ``λ``, where L-BFGS's grows with the
+condition number.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy.linalg.blas import daxpy as _axpy
 
+from crossent.solvers._line_search import backtrack, stopped_in_line_search
 from crossent.solvers._problem import Callback, Problem, SolverResult
 
-_ARMIJO = 1e-4
 # CG stops once the quadratic model predicts max |∂F/∂(W, b)| <= _CG_TARGET · tol at the
 # step's end: solving further only overshoots the stopping test. Measured on
 # benchmarks/bench_sparse.py: 17 → 13 Hessian-vector products (the last iteration 8 → 4), final
@@ -78,23 +80,6 @@ def _conjugate_gradient(
         search += residual
         rr = rr_new
     return direction
-
-
-def _armijo(
-    problem: Problem, x: np.ndarray, direction: np.ndarray, value: float, slope: float
-) -> tuple[np.ndarray, float, np.ndarray] | None:
-    """The first of ``x + d, x + d/2, …`` that satisfies Armijo's condition, with its
-    ``(F, ∇F)``; None after 40 halvings (each one gradient evaluation)."""
-    step = 1.0
-    for _ in range(40):
-        x_new = direction * step
-        x_new += x
-        value_new, grad_new = problem.value_grad(x_new)
-        if value_new <= value + _ARMIJO * step * slope:
-            return x_new, value_new, grad_new
-        del x_new, grad_new  # not alive during the next evaluation
-        step *= 0.5
-    return None
 
 
 def newton_cg(
@@ -152,17 +137,12 @@ def _newton_cg(
         slope = float(grad @ direction)
         if not slope < 0:  # not a descent direction (rounding): fall back to the gradient
             direction, slope = -grad, -(grad_norm**2)
-        accepted = _armijo(problem, x, direction, value, slope)
-        if accepted is None:
-            return SolverResult(x, iteration - 1, False, curve, "line search failed")
-        value_before = value
+        accepted = backtrack(problem, x, direction, value, slope)
+        if isinstance(accepted, str):
+            return stopped_in_line_search(accepted, x, iteration - 1, curve)
+        values = (value, accepted[1])
         x, value, grad = accepted
-        grad_max = problem.model_grad_max(grad)
-        curve.append(value * problem.normaliser)
-        if callback is not None and callback(iteration, curve[-1], grad_max, x):
-            return SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
-        if grad_max <= tol and problem.settled(value_before, value, tol):
-            return SolverResult(x, iteration, True, curve, f"max |gradient| <= tol = {tol:g}")
-        if problem.stalled(value_before, value):
-            return SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
+        grad_max, done = problem.after_step(iteration, x, values, grad, curve, tol, callback)
+        if done is not None:
+            return done
     return SolverResult(x, max_iter, grad_max <= tol, curve, "max_iter reached")

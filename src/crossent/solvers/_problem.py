@@ -277,6 +277,38 @@ class Problem:
         """
         return bool(before - after <= STALL * max(abs(before), abs(after), 1.0))
 
+    def after_step(
+        self,
+        iteration: int,
+        x: np.ndarray,
+        values: tuple[float, float],
+        grad: np.ndarray,
+        curve: list[float],
+        tol: float,
+        callback: Callback | None,
+        gradient_test: bool = True,
+    ) -> tuple[float, SolverResult | None]:
+        """The full-batch solvers' bookkeeping after an accepted step to ``x``.
+
+        Appends ``L_total`` to ``curve``, calls ``callback``, and applies the stopping tests
+        (``values`` is ``F`` before and after the step): the gradient test with
+        :meth:`settled` (unless ``gradient_test`` is False), then :meth:`stalled`. Returns
+        ``max |∂F/∂(W, b)|`` and the run's result, or None to go on.
+        """
+        before, value = values
+        grad_max = self.model_grad_max(grad)
+        curve.append(value * self.normaliser)
+        if callback is not None and callback(iteration, curve[-1], grad_max, x):
+            done = SolverResult(x, iteration, False, curve, "stopped by callback", stopped=True)
+            return grad_max, done
+        if gradient_test and grad_max <= tol and self.settled(before, value, tol):
+            return grad_max, SolverResult(
+                x, iteration, True, curve, f"max |gradient| <= tol = {tol:g}"
+            )
+        if self.stalled(before, value):
+            return grad_max, SolverResult(x, iteration, True, curve, "no decrease beyond rounding")
+        return grad_max, None
+
     def model_grad_max(self, grad_x: np.ndarray) -> float:
         """``max |∂F/∂(W, b)|`` in the model's own coordinates, from a gradient in ``x``.
 
