@@ -2,7 +2,7 @@
 
 The two-loop recursion (Nocedal & Wright, Algorithm 7.4) with the usual initial scaling
 ``H₀ = (sᵀy / yᵀy) I``, and a backtracking Armijo line search that tries the full step first
-and shrinks it by safeguarded quadratic interpolation. A correction pair is kept when
+and halves it (:mod:`crossent.solvers._line_search`). A correction pair is kept when
 ``sᵀy > 0`` (always, for ``λ > 0``: ``F`` is strictly convex).
 
 Why not SciPy's L-BFGS-B, which this replaced: its Moré-Thuente line search, made for the
