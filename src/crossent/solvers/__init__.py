@@ -39,11 +39,11 @@ def penalty_weight(solver: str, n_classes: int) -> float:
     uniform prediction, as the penalty's is by 1. Away from the start the predictions
     sharpen and the data's curvature falls, which the factor 4 anticipates. Measured with
     L-BFGS, evaluations from the start (c = 1 · C²/(C−1) → 4 · C²/(C−1)): probe-1000
-    (1000 classes) to within 1e-4 of the optimum 107 → 85; eleven small problems (the
+    (1000 classes) to within 1e-4 of the optimum 108 → 86; eleven small problems (the
     solver tests' cases, iris, raw wine and breast cancer) to tol 1e-4 389 → 279 and to
     tol 1e-8 668 → 446, none more than 3 worse (iris, the four-decade badly scaled set)
     and raw breast cancer 329 → 125; mnist-shape and large-n unchanged (25, 18); the
-    20-newsgroups shape with Newton-CG 46 → 42 passes over X. A factor 16 gained on
+    20-newsgroups shape with Newton-CG 40 → 36 passes over X. A factor 16 gained on
     probe-1000 (76) but cost the badly scaled set 55 evaluations instead of 34. The
     minibatch solvers' step sizes were tuned with ``c = 1``, which sets their scale: they
     keep it.

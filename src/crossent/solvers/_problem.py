@@ -28,8 +28,8 @@ from crossent._stats import AllReduce, feature_scales
 from crossent.hessian import softmax_curvature
 from crossent.objective import LinearSoftmaxObjective
 
-# callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
 STALL = 64 * np.finfo(float).eps  # a relative decrease of F counted as none (rounding)
+# callback(iteration, L_total, max |∂F/∂x|, x) after each iteration; return True to stop.
 Callback = Callable[[int, float, float, np.ndarray], "bool | None"]
 
 
@@ -69,13 +69,9 @@ class Preconditioner:
         :func:`crossent._stats.feature_scales`), ``S = Σ s_i`` and ``c`` the
         ``penalty_weight``: the square root of the diagonal of ``F``'s Hessian up to the
         softmax curvature, so that nearly constant features, whose curvature comes from the
-        penalty alone, are not over-stretched. The classifier uses ``c = 1``. ``c = 4``
-        weighs the data at the softmax's largest curvature ``p(1 − p) = 1/4``
-        (``σ² ∝ v/4 + λ/S``), and the full-batch solvers, which a common factor does not
-        change, took fewer iterations with it (L-BFGS: 526 instead of 602 over the 12
-        scikit-learn parity cases of ``tests/test_classifier.py`` and two 20000 × 300 fits,
-        digits 27 instead of 52; about 21 instead of 33 on ``benchmarks/bench_sparse.py``);
-        the minibatch solvers' step sizes were tuned with ``c = 1``, which sets their scale.
+        penalty alone, are not over-stretched. The full-batch solvers of the classifier use
+        :func:`crossent.solvers.penalty_weight` (``4 C² / (C − 1)``, with its measurements);
+        the minibatch solvers ``c = 1``, with which their step sizes were tuned.
         Features of scale 1e200, whose ``v_j`` is beyond float64, get ``σ_j ≈ 1e200``: the
         fit is scale-free. With ``allreduce`` (distributed fitting, see
         :mod:`crossent.distributed`), ``X`` is this process's shard and the statistics are
