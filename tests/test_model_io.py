@@ -297,6 +297,23 @@ def test_pickle_is_refused_without_being_loaded(tmp_path, monkeypatch):
         load_model(path)
 
 
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize("damage", [b"@", b"[1]"])
+def test_a_damaged_header_whose_length_begins_like_a_pickle_is_called_damaged(
+    tmp_path, protocol, damage
+):
+    """A header of 0x0?80 bytes makes the file start with bytes 0x80 0x0?, a pickle's first two
+    bytes: once the JSON is damaged the error must say so, not "pickle" (found in CI on
+    the command's digits model, whose header was 0x0580 = 1408 bytes on that machine)."""
+    header_len = (protocol << 8) | 0x80
+    text = (b'{"a": ' + damage).ljust(header_len, b" ")
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", header_len) + text + b"\0" * 16)
+    assert path.read_bytes()[:2] == bytes([0x80, protocol])
+    with pytest.raises(ModelFileError, match=r"corrupted header, not valid JSON"):
+        load_model(path)
+
+
 def test_npz_is_refused(tmp_path):
     path = tmp_path / "model.safetensors"
     with open(path, "wb") as f:

@@ -290,12 +290,15 @@ def _read_parts(name: str, f: BinaryIO, size: int) -> tuple[bytes, dict[str, Any
     text = f.read(header_len)
     if len(text) < header_len:
         raise ModelFileError(f"{name}: truncated while reading: the file shrank")
+    # a header that opens like JSON is a damaged safetensors header, whatever its length
+    # field's bytes look like (a length of 0x0580 begins like a pickle: b"\x80\x05")
+    sniff = head if not text.lstrip().startswith(b"{") else b""
     try:
         header = json.loads(text.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        _refuse_unparsed(name, head, f"corrupted header, not valid JSON ({exc})")
+        _refuse_unparsed(name, sniff, f"corrupted header, not valid JSON ({exc})")
     if not isinstance(header, dict):
-        _refuse_unparsed(name, head, "corrupted header, not a JSON object")
+        _refuse_unparsed(name, sniff, "corrupted header, not a JSON object")
     expected = _data_length(name, header)
     data_len = size - 8 - header_len
     if expected != data_len:
