@@ -312,6 +312,9 @@ def test_a_damaged_header_whose_length_begins_like_a_pickle_is_called_damaged(
     assert path.read_bytes()[:2] == bytes([0x80, protocol])
     with pytest.raises(ModelFileError, match=r"corrupted header, not valid JSON"):
         load_model(path)
+    path.write_bytes(path.read_bytes()[: header_len // 2])  # cut inside the header
+    with pytest.raises(ModelFileError, match=r"truncated or not a safetensors file"):
+        load_model(path)
 
 
 def test_npz_is_refused(tmp_path):

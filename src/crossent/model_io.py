@@ -286,19 +286,17 @@ def _read_parts(name: str, f: BinaryIO, size: int) -> tuple[bytes, dict[str, Any
             head,
             f"truncated or not a safetensors file: header says {header_len} bytes of JSON, "
             f"file has {max(size - 8, 0)} after the length field",
+            f.read(min(header_len, 64)),
         )
     text = f.read(header_len)
     if len(text) < header_len:
         raise ModelFileError(f"{name}: truncated while reading: the file shrank")
-    # a header that opens like JSON is a damaged safetensors header, whatever its length
-    # field's bytes look like (a length of 0x0580 begins like a pickle: b"\x80\x05")
-    sniff = head if not text.lstrip().startswith(b"{") else b""
     try:
         header = json.loads(text.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        _refuse_unparsed(name, sniff, f"corrupted header, not valid JSON ({exc})")
+        _refuse_unparsed(name, head, f"corrupted header, not valid JSON ({exc})", text)
     if not isinstance(header, dict):
-        _refuse_unparsed(name, sniff, "corrupted header, not a JSON object")
+        _refuse_unparsed(name, head, "corrupted header, not a JSON object", text)
     expected = _data_length(name, header)
     data_len = size - 8 - header_len
     if expected != data_len:
@@ -313,9 +311,16 @@ def _read_parts(name: str, f: BinaryIO, size: int) -> tuple[bytes, dict[str, Any
     return data, header
 
 
-def _refuse_unparsed(name: str, head: bytes, fault: str) -> NoReturn:
-    """Refuse a file whose safetensors header does not parse, saying what it is if known."""
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+def _refuse_unparsed(name: str, head: bytes, fault: str, text: bytes = b"") -> NoReturn:
+    """Refuse a file whose safetensors header does not parse, saying what it is if known.
+
+    ``text`` is what follows the length field. When it opens like JSON the file is a
+    damaged or cut safetensors file, even if the length field begins 0x80 0x02-0x05 as a
+    pickle does (a header of 0x0580 bytes does): only the zip signature, four fixed bytes,
+    is trusted then.
+    """
+    pickle_like = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if pickle_like and not text.lstrip().startswith(b"{"):
         raise ModelFileError(
             f"{name}: not a crossent model file (it looks like a Python pickle; "
             "crossent never loads pickles)"
