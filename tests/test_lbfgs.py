@@ -91,8 +91,9 @@ class _Quadratic:
     after_step = Problem.after_step
 
 
-def test_minimises_an_ill_conditioned_quadratic():
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("seed", range(5))
+def test_minimises_an_ill_conditioned_quadratic(seed):
+    rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     A = Q @ np.diag(np.logspace(0, 4, 30)) @ Q.T
     b = rng.standard_normal(30)
@@ -102,12 +103,14 @@ def test_minimises_an_ill_conditioned_quadratic():
     x_star = np.linalg.solve(A, b)
     f_star = -0.5 * float(b @ x_star)
     # tol 1e-9 is below what F's rounding resolves (condition number 1e4): the run ends on
-    # a decrease below 64 eps, as SciPy's L-BFGS-B does here (at 4.5e-13 relative, with
-    # max |∇F| 9e-6). F − F* = ½ (x − x*)ᵀ A (x − x*), so x is known to
+    # a decrease below 64 eps, as SciPy's L-BFGS-B does (seed 0: 4.5e-13 relative, max
+    # |∇F| 9e-6). Where exactly depends on the path's rounding: over seeds 0-39 the gap
+    # was at most 9e-12 relative (2.5e-12 for seed 0), hence a bound of 1e-10, not one
+    # fitted to one seed on one machine. F − F* = ½ (x − x*)ᵀ A (x − x*), so x is known to
     # sqrt(2 (F − F*) / λ_min) with λ_min = 1
     assert result.converged, result.message
-    assert result.loss_curve[-1] - f_star <= 1e-11 * abs(f_star)
-    np.testing.assert_allclose(result.x, x_star, rtol=0, atol=np.sqrt(2e-11 * abs(f_star)))
+    assert result.loss_curve[-1] - f_star <= 1e-10 * abs(f_star)
+    np.testing.assert_allclose(result.x, x_star, rtol=0, atol=np.sqrt(2e-10 * abs(f_star)))
     assert np.all(np.diff(result.loss_curve) <= 0)  # Armijo: every step lowers F
     assert quadratic.n_evals <= 1.2 * result.n_iter + 5  # the full step is nearly always taken
 

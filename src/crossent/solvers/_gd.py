@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossent.solvers._line_search import ARMIJO
 from crossent.solvers._problem import Callback, Problem, SolverResult
-
-_ARMIJO = 1e-4
 
 
 def gd(
@@ -44,7 +43,7 @@ def gd(
         for _ in range(60):  # backtracking; each halving is one more pass over the data
             x_new = x - step * grad
             value_new, grad_new = problem.value_grad(x_new)
-            if value_new <= value - _ARMIJO * step * sq_norm:
+            if value_new <= value - ARMIJO * step * sq_norm:
                 break
             step *= 0.5
         else:

@@ -13,7 +13,7 @@ import numpy as np
 
 from crossent.solvers._problem import STALL, Problem, SolverResult
 
-_ARMIJO = 1e-4  # sufficient decrease: F(x + t d) <= F(x) + 1e-4 t ∇Fᵀd
+ARMIJO = 1e-4  # sufficient decrease: F(x + t d) <= F(x) + 1e-4 t ∇Fᵀd
 _MAX_TRIALS = 40  # step lengths tried per line search
 
 
@@ -30,7 +30,7 @@ def backtrack(
         x_new = direction * step
         x_new += x
         value_new, grad_new = problem.value_grad(x_new)
-        if value_new <= value + _ARMIJO * step * slope:
+        if value_new <= value + ARMIJO * step * slope:
             return x_new, value_new, grad_new
         del x_new, grad_new  # not alive during the next evaluation
         step *= 0.5

@@ -90,10 +90,9 @@ class Preconditioner:
         return cls(mean, np.where((scale > 0) & np.isfinite(scale), scale, 1.0), order)
 
     def to_model(self, x: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-        d = self.scale.shape[0]
-        V = x[: n_classes * d].reshape(n_classes, d, order=self.order)
+        V, intercept_x = self._split(x, n_classes)
         coef = np.divide(V, self.scale, order=self.order)  # (C, d)
-        intercept = x[n_classes * d :] - coef @ self.center
+        intercept = intercept_x - coef @ self.center
         return coef, intercept
 
     def from_model(self, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
@@ -104,11 +103,10 @@ class Preconditioner:
         self, grad_x: np.ndarray, n_classes: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """The inverse chain rule: ``∂/∂W = σ ∂/∂V + ∂/∂b' μᵀ``, ``∂/∂b = ∂/∂b'``."""
-        d = self.scale.shape[0]
-        grad_V = grad_x[: n_classes * d].reshape(n_classes, d, order=self.order)
-        grad_intercept = grad_x[n_classes * d :]
-        grad_coef = grad_V * self.scale
-        self._block(grad_coef, slice(None))[...] += self._outer(grad_intercept, slice(None))
+        grad_V, grad_intercept = self._split(grad_x, n_classes)
+        grad_coef = np.empty(grad_V.shape, order=self.order)
+        for cols in self._feature_blocks(n_classes):
+            self._model_block(grad_V, grad_intercept, cols, out=self._block(grad_coef, cols))
         return grad_coef, grad_intercept
 
     def gradient_to_x(
@@ -123,7 +121,7 @@ class Preconditioner:
         """
         n_classes, d = grad_coef.shape
         out = np.empty(n_classes * (d + 1))
-        grad_V = out[: n_classes * d].reshape(n_classes, d, order=self.order)
+        grad_V = self._split(out, n_classes)[0]
         centred = bool(self.center.any())
         factor = 1.0 / (self.scale * divisor)
         for cols in self._feature_blocks(n_classes):
@@ -142,21 +140,33 @@ class Preconditioner:
     def model_grad_max(self, grad_x: np.ndarray, n_classes: int) -> float:
         """``max |∂F/∂W|`` of :meth:`gradient_to_model`, a block of features at a time:
         no ``(C, d)`` temporaries (two of 20 MiB on the 20-newsgroups shape)."""
-        d = self.scale.shape[0]
-        grad_V = grad_x[: n_classes * d].reshape(n_classes, d, order=self.order)
-        grad_intercept = grad_x[n_classes * d :]
-        centred = bool(self.center.any())
+        grad_V, grad_intercept = self._split(grad_x, n_classes)
         blocks = self._feature_blocks(n_classes)
         scratch = np.empty(n_classes * (blocks[0].stop if blocks else 0))
         largest = 0.0
         for cols in blocks:
-            block = self._block(grad_V, cols)
-            part = scratch[: block.size].reshape(block.shape)
-            np.multiply(block, self._per_feature(self.scale, cols), out=part)  # σ ∂/∂V
-            if centred:  # + ∂/∂b' μᵀ
-                part += self._outer(grad_intercept, cols)
+            part = scratch[: n_classes * (cols.stop - cols.start)]
+            part = self._model_block(
+                grad_V, grad_intercept, cols, out=part.reshape(self._block(grad_V, cols).shape)
+            )
             largest = max(largest, float(np.max(np.abs(part, out=part), initial=0.0)))
         return largest
+
+    def _model_block(
+        self, grad_V: np.ndarray, grad_intercept: np.ndarray, cols: slice, out: np.ndarray
+    ) -> np.ndarray:
+        """``∂/∂W = σ ∂/∂V + ∂/∂b' μᵀ`` on features ``cols``, into ``out`` (laid out as
+        :meth:`_block`'s blocks): the one home of the inverse chain rule."""
+        np.multiply(self._block(grad_V, cols), self._per_feature(self.scale, cols), out=out)
+        if self.center[cols].any():
+            out += self._outer(grad_intercept, cols)
+        return out
+
+    def _split(self, x: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """A flat vector in ``x``'s layout as its ``(C, d)`` part (a view, laid out in
+        ``self.order``) and its ``(C,)`` intercept part."""
+        d = self.scale.shape[0]
+        return x[: n_classes * d].reshape(n_classes, d, order=self.order), x[n_classes * d :]
 
     def _feature_blocks(self, n_classes: int) -> list[slice]:
         """Blocks of about 64K entries of a ``(C, d)`` array, as slices of its features."""
