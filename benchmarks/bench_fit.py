@@ -10,7 +10,9 @@ For each data set (digits; mnist-shape 60000 × 784 float32, 10 classes; probe-1
 float64, 5 classes; 80 % train / 20 % test) and for a 1-thread and an all-core column
 (crossent ``n_jobs=1`` / ``-1``; scikit-learn under ``threadpool_limits(1)`` / unlimited):
 
-- both fits at ``tol=1e-4``: wall time, iterations, loss+gradient evaluations, Hessian-vector
+- both fits at ``tol=1e-4``: wall time, iterations, loss+gradient evaluations (for crossent
+  also its first steps on kept scores, :meth:`crossent.score_line.ScoreLine.move`: their
+  two products are an evaluation's), Hessian-vector
   products (calls of ``crossent.hessian.Curvature.product``), final
   ``L_total``, test accuracy; extra peak memory (tracemalloc, NumPy's allocations
   included) in a separate fit of the same kind capped at 30 iterations, so that tracing
@@ -81,6 +83,7 @@ from crossent import SoftmaxClassifier, _kernel
 from crossent._threads import available_cores
 from crossent.hessian import Curvature
 from crossent.objective import LinearSoftmaxObjective
+from crossent.score_line import ScoreLine
 
 L2 = 1.0
 TOL = 1e-4  # both libraries' default
@@ -270,7 +273,11 @@ def timed_fit(library: str, model, column: str, data: dict, recorder: Recorder |
         warnings.simplefilter("always")
         stack.enter_context(blas_threads(column))
         evals = stack.enter_context(Counter(*owner))
-        hvps = stack.enter_context(Counter(Curvature, "product")) if library == "crossent" else None
+        hvps = line_steps = None
+        if library == "crossent":
+            hvps = stack.enter_context(Counter(Curvature, "product"))
+            # L-BFGS's first step on kept scores: its two products are one evaluation's
+            line_steps = stack.enter_context(Counter(ScoreLine, "move"))
         if recorder is not None:
             recorder.start = time.perf_counter()
         start = time.perf_counter()
@@ -279,7 +286,7 @@ def timed_fit(library: str, model, column: str, data: dict, recorder: Recorder |
     return {
         "seconds": seconds,
         "n_iter": int(np.max(model.n_iter_)),
-        "n_evals": evals.calls,
+        "n_evals": evals.calls + (line_steps.calls if line_steps is not None else 0),
         "n_hessian_products": hvps.calls if hvps is not None else None,
         "L_total": l_total(model.coef_, model.intercept_, X, y_index),
         "test_accuracy": float(model.score(data["X_test"], data["y_test"])),

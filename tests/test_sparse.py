@@ -181,7 +181,7 @@ def test_sparse_chunks_are_read_column_by_column_once(monkeypatch):
     assert [name for name, _ in spy.calls] == ["csc_matvecs", "csr_matvecs"] * 4
     thin = sp.csr_matrix((np.ones(3), ([0, 1, 2], [0, 5, 9])), shape=(3, 10))
     thin_objective = LinearSoftmaxObjective(thin, np.array([0, 1, 0]), 2, l2=1.0)
-    thin_objective.loss_gradient(np.zeros((2, 10)), np.zeros(2))
+    thin_objective.loss_gradient(np.full((2, 10), 0.1), np.zeros(2))  # W = 0 reads no chunk
     assert [c.format for c in thin_objective._column_chunks.values()] == ["csr"]
     monkeypatch.undo()  # weights that fit in cache: CSR views, no copy
     small = LinearSoftmaxObjective(X, y, 7, l2=0.5, sample_weight=s, chunk_rows=50)

@@ -435,8 +435,79 @@ CE_CLONES void ce_log_f64(const double *x, double *out, idx_t n) { ce_logs(x, ou
 CE_DEFINE(f32, float, ce_expf)
 CE_DEFINE(f64, double, ce_exp)
 
+/* ---------------------------------------------------------------- along a line
+ * ce_line_<s>(base, base_stride, step, rows, C, t, index, weight, out, bad_row): for the
+ * scores z = base + t step of rows [0, rows) (step (rows, C) C-contiguous, holding the
+ * direction's scores; base the scores at t = 0, row i at base + i * base_stride: a
+ * (rows, C) array, or with base_stride 0 one row shared by all), with p = softmax(z) and
+ * d = step row:
+ *
+ *     out[0] = sum_i s_i (lse_i - z_ik)                     the loss at t
+ *     out[1] = sum_i s_i (p_i . d_i - d_ik)                 its derivative in t
+ *     out[2] = sum_i s_i (p_i . d_i^2 - (p_i . d_i)^2)      its second derivative
+ *
+ * all accumulated in float64 (z itself in the data's dtype). Reads both arrays once,
+ * writes nothing but out; rows of weight <= 0 are skipped. Returns through *bad_row the
+ * first row of positive weight whose log-sum-exp is not finite (else -1; -2 when the
+ * scratch row could not be allocated). */
+#define CE_DEFINE_LINE(S, real, EXP)                                                          \
+    CE_CLONES void ce_line_##S(const real *base, idx_t base_stride, const real *step,         \
+                               idx_t rows, idx_t C, double t, const int64_t *index,           \
+                               const double *weight, double *out, idx_t *bad_row) {           \
+        double loss = 0.0, d1 = 0.0, d2 = 0.0;                                                \
+        real tr = (real)t;                                                                    \
+        real *e = (real *)malloc((size_t)(C > 0 ? C : 1) * sizeof(real));                     \
+        *bad_row = -1;                                                                        \
+        out[0] = out[1] = out[2] = 0.0;                                                       \
+        if (!e) {                                                                             \
+            *bad_row = -2;                                                                    \
+            return;                                                                           \
+        }                                                                                     \
+        for (idx_t i = 0; i < rows; ++i) {                                                    \
+            double s = weight[i];                                                             \
+            if (!(s > 0.0)) continue;                                                         \
+            const real *a = base + i * base_stride, *b = step + i * C;                        \
+            real m = -INFINITY;                                                               \
+            CE_SIMD_MAX for (idx_t j = 0; j < C; ++j) {                                       \
+                real v = a[j] + tr * b[j];                                                    \
+                e[j] = v;                                                                     \
+                m = v > m ? v : m;                                                            \
+            }                                                                                 \
+            if (!isfinite(m)) {                                                               \
+                *bad_row = i;                                                                 \
+                break;                                                                        \
+            }                                                                                 \
+            idx_t k = index[i];                                                               \
+            double z_k = (double)e[k];                                                        \
+            for (idx_t j = 0; j < C; ++j) e[j] = EXP(e[j] - m);                               \
+            double norm = 0.0, first = 0.0, second = 0.0;                                     \
+            CE_PRAGMA(omp simd reduction(+ : norm, first, second))                            \
+            for (idx_t j = 0; j < C; ++j) {                                                   \
+                double ej = (double)e[j], dj = (double)b[j];                                  \
+                norm += ej;                                                                   \
+                first += ej * dj;                                                             \
+                second += ej * dj * dj;                                                       \
+            }                                                                                 \
+            if (!isfinite(norm)) { /* a NaN entry */                                          \
+                *bad_row = i;                                                                 \
+                break;                                                                        \
+            }                                                                                 \
+            double mean = first / norm;                                                       \
+            loss += s * (ce_log(norm) - (z_k - (double)m));                                   \
+            d1 += s * (mean - (double)b[k]);                                                  \
+            d2 += s * (second / norm - mean * mean);                                          \
+        }                                                                                     \
+        free(e);                                                                              \
+        out[0] = loss;                                                                        \
+        out[1] = d1;                                                                          \
+        out[2] = d2;                                                                          \
+    }
+
+CE_DEFINE_LINE(f32, float, ce_expf)
+CE_DEFINE_LINE(f64, double, ce_exp)
+
 /* The kernels' interface version: _kernel.py refuses a stale build of another version. */
-int ce_abi_version(void) { return 3; }
+int ce_abi_version(void) { return 4; }
 
 /* A module without methods: setuptools builds this file as an extension, and ctypes loads
  * the same shared object. */

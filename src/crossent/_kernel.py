@@ -26,9 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ENABLED", "LIBRARY", "RowsLossGrad", "available", "exp", "log", "loss_grad", "nll"]
+__all__ = [
+    "ENABLED",
+    "LIBRARY",
+    "RowsLossGrad",
+    "available",
+    "exp",
+    "line",
+    "log",
+    "loss_grad",
+    "nll",
+]
 
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 
 
 def _load() -> ctypes.CDLL | None:
@@ -62,6 +72,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.restype = None
         fn = getattr(lib, f"ce_exp_{suffix}")
         fn.argtypes = [ptr, ptr, size]
+        fn.restype = None
+        fn = getattr(lib, f"ce_line_{suffix}")
+        # base, base_stride, step, rows, C, t, index, weight, out, bad_row
+        fn.argtypes = [ptr, size, ptr, size, size, f64, ptr, ptr, ptr, ptr]
         fn.restype = None
     lib.ce_log_f64.argtypes = [ptr, ptr, size]
     lib.ce_log_f64.restype = None
@@ -141,6 +155,46 @@ def loss_grad(
         ctypes.byref(bad),
     )
     return float(total), int(bad.value)
+
+
+def line(
+    base: np.ndarray, step: np.ndarray, t: float, index: np.ndarray, row_weight: np.ndarray
+) -> tuple[float, float, float, int]:
+    """The loss of the scores ``base + t · step`` and its first two derivatives in ``t``.
+
+    ``Σ_i s_i (lse_i − z_{ik_i})``, ``Σ_i s_i (p_i · d_i − d_{ik_i})`` and
+    ``Σ_i s_i (p_i · d_i² − (p_i · d_i)²)`` with ``z = base + t step``, ``p = softmax(z)`` and
+    ``d`` the rows of ``step`` ``(rows, C)``; ``base`` is of the same shape and dtype, or one
+    ``(C,)`` row shared by all rows. Accumulated in float64; then the first undefined row
+    (or -1). Indices must lie in ``[0, C)`` (not checked here).
+    """
+    assert LIBRARY is not None
+    _check(step, index, row_weight)
+    if base.dtype != step.dtype or not base.flags.c_contiguous:
+        raise TypeError(f"base must be C-contiguous {step.dtype}")
+    if base.shape == step.shape[1:]:
+        stride = 0
+    elif base.shape == step.shape:
+        stride = step.shape[1]
+    else:
+        raise TypeError(f"base must have shape {step.shape} or ({step.shape[1]},)")
+    out = np.zeros(3)
+    bad = ctypes.c_int64(-1)
+    getattr(LIBRARY, f"ce_line_{_SUFFIX[step.dtype]}")(
+        base.ctypes.data,
+        stride,
+        step.ctypes.data,
+        step.shape[0],
+        step.shape[1],
+        float(t),
+        index.ctypes.data,
+        row_weight.ctypes.data,
+        out.ctypes.data,
+        ctypes.byref(bad),
+    )
+    if bad.value == -2:
+        raise MemoryError("the compiled kernel could not allocate its scratch row")
+    return float(out[0]), float(out[1]), float(out[2]), int(bad.value)
 
 
 def nll(logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, losses: np.ndarray) -> int:

@@ -156,10 +156,11 @@ def softmax_curvature(
 ) -> Curvature:
     """The Hessian of ``objective``'s ``L_total`` at ``(coef, intercept)``, ready to apply.
 
-    One pass over ``X`` (the product ``X Wᵀ``) computes ``p = softmax(X Wᵀ + b)`` by row
-    chunk and keeps it, in ``X``'s dtype, when ``n · C`` entries take at most
-    ``cache_bytes`` (default :data:`CACHE_BYTES`); otherwise nothing is computed now and
-    each :meth:`Curvature.product` recomputes ``p`` (three products instead of two).
+    One pass over ``X`` (the product ``X Wᵀ``; none where ``W = 0``, whose ``p`` is
+    ``softmax(b)`` on every row) computes ``p = softmax(X Wᵀ + b)`` by row chunk and keeps
+    it, in ``X``'s dtype, when ``n · C`` entries take at most ``cache_bytes`` (default
+    :data:`CACHE_BYTES`); otherwise nothing is computed now and each
+    :meth:`Curvature.product` recomputes ``p`` (three products instead of two).
 
     Parameters
     ----------
@@ -181,13 +182,21 @@ def softmax_curvature(
     if n * objective.n_classes * X.dtype.itemsize > budget:
         return curvature
 
+    shared = None
+    if not weights.any():  # W = 0 (a fit's start): every row's p is softmax(b), no product
+        scores = np.zeros((1, objective.n_classes), dtype=X.dtype)
+        shared = _probabilities_inplace(scores if bias is None else scores + bias)[0]
+
     def block(rows: slice) -> dict[int, np.ndarray]:  # p is not cached yet: computed here
+        chunks = curvature._chunks(rows)
+        if shared is not None:
+            return {start: np.tile(shared, (stop - start, 1)) for start, stop in chunks}
         return {
             start: curvature._probs(start, curvature._chunk_X(start, stop))
-            for start, stop in curvature._chunks(rows)
+            for start, stop in chunks
         }
 
-    probs = _probabilities_from_kept_rows(objective, weights, bias)
+    probs = None if shared is not None else _probabilities_from_kept_rows(objective, weights, bias)
     if probs is not None:  # the last evaluation was at this point: no product
         curvature.probs = probs
         return curvature
@@ -196,7 +205,7 @@ def softmax_curvature(
         for part in map_row_blocks(block, n, n_blocks):
             probs.update(part)
     curvature.probs = probs
-    curvature.n_products = 1
+    curvature.n_products = 0 if shared is not None else 1
     return curvature
 
 

@@ -157,11 +157,12 @@ class LinearSoftmaxObjective:
         shape ``(n_classes,)`` (ignored, and its gradient 0, without an intercept).
         """
         self.n_evals += 1
-        sparse = sp.issparse(self.X)
+        self.kept_rows = None
+        if not np.any(coef):
+            return self._at_zero_weights(coef, intercept)
         weights, bias = self.in_data_dtype(coef, intercept)
         n = self.X.shape[0]
         kept: dict[int, np.ndarray] | None = None
-        self.kept_rows = None
         if self.keep_rows and n * self.n_classes * self.X.dtype.itemsize <= KEEP_ROWS_BYTES:
             kept = {}
         # BLAS on one thread even for one block: a chunk's products are small, and BLAS's own
@@ -172,6 +173,65 @@ class LinearSoftmaxObjective:
             )
         if kept is not None:
             self.kept_rows = (weights, bias, kept)
+        return self.totals(parts, coef)
+
+    def _at_zero_weights(
+        self, coef: np.ndarray, intercept: np.ndarray | None
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """:meth:`loss_gradient` where ``W = 0`` (a fit's usual start), without scores.
+
+        Every row then has the scores ``b``, ``ŷ = p = softmax(b)``: with ``n_c`` the weight
+        of class ``c`` and ``M_c = Σ_{k_i = c} s_i x_i`` (one ``O(n d)`` pass over ``X``),
+        ``L_total = (Σ_c n_c) lse(b) − Σ_c n_c b_c``, ``∂L/∂W = p (Σ_c M_c)ᵀ − M`` and
+        ``∂L/∂b = (Σ_c n_c) p − n``: no ``(n, C)`` scores, no product with ``C`` in it.
+        """
+        n_classes = self.n_classes
+        bias = np.zeros(n_classes)
+        if self.fit_intercept and intercept is not None:
+            bias = np.asarray(intercept, dtype=np.float64)
+        counts = np.bincount(self.y, weights=self.sample_weight, minlength=n_classes)
+        total = float(counts.sum())
+        top = float(np.max(bias))
+        log_norm = top + math.log(float(np.sum(np.exp(bias - top))))
+        if not math.isfinite(log_norm):
+            _raise_undefined_row(0)
+        probs = np.exp(bias - log_norm)
+        sums = self._class_sums()
+        grad_coef = np.multiply.outer(probs, sums.sum(axis=0))
+        grad_coef -= sums  # + λW = 0
+        grad_intercept = np.zeros(n_classes)
+        if self.fit_intercept:
+            grad_intercept = total * probs - counts
+        loss = total * log_norm - float(counts @ bias)
+        if sp.issparse(self.X):  # the layout loss_gradient gives for sparse X
+            grad_coef = np.asfortranarray(grad_coef)
+        return loss, grad_coef, grad_intercept
+
+    def _class_sums(self) -> np.ndarray:
+        """``M_c = Σ_{k_i = c} s_i x_i``, ``(C, d)`` float64, in one ``O(n d)`` pass (sparse:
+        ``O(nnz)``, from the stored entries; ``X`` is not densified)."""
+        n_classes, d = self.n_classes, self.n_features
+        if sp.issparse(self.X):
+            X = self.X  # CSR
+            rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+            flat = self.y[rows] * d + X.indices
+            values = X.data * self.sample_weight[rows]
+            return np.bincount(flat, weights=values, minlength=n_classes * d).reshape(n_classes, d)
+        sums = np.zeros((n_classes, d))
+        for start in range(0, self.n_samples, self.chunk_rows):
+            stop = min(start + self.chunk_rows, self.n_samples)
+            onehot = sp.csr_array(  # the weights s_i at (k_i, i): sparse × dense, float64
+                (self.sample_weight[start:stop], (self.y[start:stop], np.arange(stop - start))),
+                shape=(n_classes, stop - start),
+            )
+            sums += onehot @ self.X[start:stop]
+        return sums
+
+    def totals(
+        self, parts: list[tuple[float, np.ndarray, np.ndarray]], coef: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(L_total, ∂L/∂W, ∂L/∂b)`` from the row blocks' ``(loss, Gᵀ X, Σ G)`` sums (as
+        :meth:`_pass` returns them: scaled, and ``(d, C)`` for sparse ``X``) and ``W``."""
         data_loss = sum(p[0] for p in parts)
         grad_coef, grad_intercept = parts[0][1], parts[0][2]  # fresh float64 buffers
         for _, block_coef, block_intercept in parts[1:]:
@@ -182,7 +242,7 @@ class LinearSoftmaxObjective:
             grad_intercept /= self._grad_scale
         coef64 = np.asarray(coef, dtype=np.float64)
         loss = data_loss + penalty(coef64, self.l2)
-        if sparse:  # the (d, C) sum read transposed, (C, d) F-ordered, + λW in place
+        if sp.issparse(self.X):  # the (d, C) sum read transposed, (C, d) F-ordered, + λW
             grad_coef = grad_coef.T
             add_scaled_inplace(grad_coef, self.l2, coef64)
         else:
@@ -274,12 +334,9 @@ class LinearSoftmaxObjective:
             )
         for start in range(rows.start, rows.stop, self.chunk_rows):
             stop = min(start + self.chunk_rows, rows.stop)
-            X_chunk = self.sparse_rows(start, stop) if sparse else self.X[start:stop]
+            X_chunk = self.rows(start, stop)
             scores = scores_buf[: stop - start]
-            if sparse:
-                scores[...] = X_chunk @ weights.T  # (rows, C), sparse × dense
-            else:
-                np.matmul(X_chunk, weights.T, out=scores)
+            self.scores_product(X_chunk, weights, scores)
             if kernel is not None:  # one pass: the chunk's loss, and gradient rows in place
                 chunk_loss, bad_row = kernel(start, stop)
                 if bad_row >= 0:
@@ -299,18 +356,43 @@ class LinearSoftmaxObjective:
                     col_sums += scores.sum(axis=0)
             if kept is not None:  # each chunk its own key: no two threads write one
                 kept[start] = scores.copy()
-            if sparse:  # (d, C) = X_cᵀ G, sparse × dense; the first one becomes the sum
-                product = X_chunk.T @ scores
-                if grad_coef is None:
-                    grad_coef = product.astype(np.float64, copy=False)
-                else:
-                    grad_coef += product
-            else:
-                np.matmul(scores.T, X_chunk, out=chunk_grad)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
-                grad_coef += chunk_grad
+            grad_coef = self.add_gradient_product(X_chunk, scores, grad_coef, chunk_grad)
         if grad_coef is None:  # a sparse block without rows
             grad_coef = np.zeros((n_features, n_classes), dtype=np.float64)  # (d, C)
         return loss, grad_coef, grad_intercept
+
+    def rows(self, start: int, stop: int) -> Any:
+        """Rows ``start:stop`` of ``X`` as the products read them (see :meth:`sparse_rows`)."""
+        return self.sparse_rows(start, stop) if sp.issparse(self.X) else self.X[start:stop]
+
+    def scores_product(self, X_chunk: Any, weights: np.ndarray, out: np.ndarray) -> None:
+        """``out = X_c Wᵀ`` for a chunk of :meth:`rows` and ``W`` of :meth:`in_data_dtype`."""
+        if sp.issparse(X_chunk):
+            out[...] = X_chunk @ weights.T  # (rows, C), sparse × dense
+        else:
+            np.matmul(X_chunk, weights.T, out=out)
+
+    def add_gradient_product(
+        self,
+        X_chunk: Any,
+        grad_rows: np.ndarray,
+        total: np.ndarray | None,
+        scratch: np.ndarray,
+    ) -> np.ndarray:
+        """``total + G_cᵀ X_c`` (float64, in place when ``total`` is given) for gradient rows
+        ``G_c`` of a chunk: ``(C, d)`` for dense ``X`` (``scratch`` a ``(C, d)`` buffer in
+        X's dtype), its ``(d, C)`` transpose ``X_cᵀ G_c`` for sparse ``X`` (``total`` None:
+        the first product becomes the total)."""
+        if sp.issparse(X_chunk):  # sparse × dense
+            product = X_chunk.T @ grad_rows
+            if total is None:
+                return product.astype(np.float64, copy=False)
+            total += product
+            return total
+        np.matmul(grad_rows.T, X_chunk, out=scratch)  # Σ_i s_i (ŷ_i − δ) x_iᵀ
+        assert total is not None
+        total += scratch
+        return total
 
 
 def loss_gradient(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossent.solvers._line_search import backtrack, stopped_in_line_search
+from crossent.solvers._line_search import FirstStep, backtrack, stopped_in_line_search
 from crossent.solvers._problem import Callback, Problem, SolverResult
 
 _HISTORY_BYTES = 256 * 2**20  # the correction pairs' budget before fewer are kept
@@ -101,6 +101,7 @@ def lbfgs(
         Number of correction pairs kept; by default :func:`default_memory`.
     """
     x = np.array(x0, dtype=np.float64)
+    first = FirstStep.for_problem(problem, x)
     value, grad = problem.value_grad(x)
     grad_max = problem.model_grad_max(grad)
     curve: list[float] = []
@@ -114,7 +115,11 @@ def lbfgs(
             pairs.count = 0
             direction = pairs.direction(grad)
             slope = float(grad @ direction)
-        accepted = backtrack(problem, x, direction, value, slope)
+        if first is not None:  # from W = 0, along the (normalised) gradient
+            accepted = first.search(direction, value, slope)
+            first = None
+        else:
+            accepted = backtrack(problem, x, direction, value, slope)
         if isinstance(accepted, str):
             return stopped_in_line_search(accepted, x, iteration - 1, curve)
         x_new, value_new, grad_new = accepted
