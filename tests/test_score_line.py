@@ -296,3 +296,27 @@ def test_curvature_at_zero_weights_needs_no_product_and_matches_autograd(sparse,
     np.testing.assert_allclose(got_coef, want_W.numpy(), rtol=1e-10, atol=1e-10)
     if fit_intercept:
         np.testing.assert_allclose(got_intercept, want_b.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_a_step_whose_scores_overflow_is_infinitely_bad_not_an_error(kernel):
+    objective, intercept, coef_dir, intercept_dir = _line_case(False, True, np.float32)
+    line = ScoreLine(objective, intercept, coef_dir * 1e36, intercept_dir)
+    assert np.isfinite(line.values(1e-36)).all()
+    value, first, second = line.values(1e3)  # scores of 1e39: beyond float32
+    assert value == np.inf and np.isnan(first) and np.isnan(second)
+
+
+def test_newton_on_line_shortens_a_step_that_overflowed():
+    def phi(t):  # (t − 3)², with "overflow" beyond t = 10
+        if t > 10:
+            return np.inf, np.nan, np.nan
+        return (t - 3.0) ** 2, 2.0 * (t - 3.0), 2.0
+
+    def far(t):  # minimiser at 50: Newton's step from 1 lands there, overflow from 20
+        if t > 20:
+            return np.inf, np.nan, np.nan
+        return (t - 50.0) ** 2 / 100, (t - 50.0) / 50, 0.02
+
+    assert newton_on_line(phi, 9.0, -6.0) == pytest.approx(3.0)
+    t = newton_on_line(far, 25.0, -1.0)
+    assert isinstance(t, float) and 1.0 <= t <= 20.0

@@ -19,7 +19,10 @@ their column sums, the intercept gradient, into a float64 total) and one BLAS ca
 ``Gᵀ X_c``; so row blocks on threads hardly wait on each other. BLAS is held to one thread
 throughout (a chunk's products are too small for BLAS threads to pay). Float32 data stay float32 in
 the two matrix products; the loss and the gradient totals are accumulated in float64. The
-intercept is not penalised. Every solver, the classifier and the benchmarks call this code.
+intercept is not penalised. Every solver, the classifier and the benchmarks call this code
+(L-BFGS's first step also reads ``X`` through :mod:`crossent.score_line`, with the same chunk
+products and kernel). Where ``W = 0`` (a fit's start) no scores are needed: see
+:meth:`LinearSoftmaxObjective._at_zero_weights`.
 Row blocks run on threads by the one scheduler of :mod:`crossent._threads`.
 
 ``X`` may also be a SciPy sparse matrix or array (CSR; other formats are converted to CSR

@@ -34,10 +34,12 @@ import scipy.sparse as sp
 
 from crossent import _kernel
 from crossent._threads import map_row_blocks, single_threaded_blas
-from crossent.loss import _index_loss_grad_inplace, _raise_undefined_row
+from crossent.loss import _index_loss_grad_inplace
 from crossent.objective import KEEP_ROWS_BYTES, LinearSoftmaxObjective
 
 __all__ = ["ScoreLine"]
+
+_OVERFLOW = np.array([np.inf, np.nan, np.nan])  # φ, φ', φ'' where a score overflowed
 
 
 class ScoreLine:
@@ -96,7 +98,11 @@ class ScoreLine:
         return size <= KEEP_ROWS_BYTES
 
     def values(self, t: float) -> tuple[float, float, float]:
-        """``(φ(t), φ'(t), φ''(t))``; a read of the kept scores, no product."""
+        """``(φ(t), φ'(t), φ''(t))``; a read of the kept scores, no product.
+
+        Where a score of ``b + tΔ`` overflows the data's dtype (a step far too long), ``φ`` is
+        returned as ``inf`` (its derivatives NaN): the line search then shortens the step.
+        """
         obj = self.objective
         t = float(t)
 
@@ -163,31 +169,24 @@ class ScoreLine:
         labels, weight = obj._labels64[start:stop], obj.sample_weight[start:stop]
         if _kernel.available(step.dtype):
             loss, first, second, bad = _kernel.line(self.base, step, t, labels, weight)
-            if bad >= 0:
-                _raise_undefined_row(start + bad)
-            return np.array([loss, first, second])
-        return _numpy_line(self.base, step, t, labels, weight, start)
+            return np.array([loss, first, second]) if bad < 0 else _OVERFLOW.copy()
+        return _numpy_line(self.base, step, t, labels, weight)
 
 
 def _numpy_line(
-    base: np.ndarray,
-    step: np.ndarray,
-    t: float,
-    labels: np.ndarray,
-    weight: np.ndarray,
-    first_row: int,
+    base: np.ndarray, step: np.ndarray, t: float, labels: np.ndarray, weight: np.ndarray
 ) -> np.ndarray:
-    """The NumPy reference of :func:`crossent._kernel.line` (``base`` one shared row)."""
+    """The NumPy reference of :func:`crossent._kernel.line` (``base`` one shared row);
+    :data:`_OVERFLOW` where a score is not finite."""
     used = np.flatnonzero(weight > 0)  # rows of weight 0 count nothing, whatever they hold
     step, labels, weight = step[used], labels[used], weight[used]
-    scores = base + np.asarray(t, dtype=step.dtype) * step
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = base + np.asarray(t, dtype=step.dtype) * step
     top = scores.max(axis=1, keepdims=True)
     if not np.isfinite(top).all():
-        _raise_undefined_row(first_row + int(used[np.flatnonzero(~np.isfinite(top[:, 0]))[0]]))
+        return _OVERFLOW.copy()
     exps = np.exp(scores - top)
     norm = exps.sum(axis=1, dtype=np.float64)
-    if not np.isfinite(norm).all():
-        _raise_undefined_row(first_row + int(used[np.flatnonzero(~np.isfinite(norm))[0]]))
     rows = np.arange(scores.shape[0])
     direction = step.astype(np.float64, copy=False)
     mean = (exps * direction).sum(axis=1) / norm

@@ -3,7 +3,10 @@
 The two-loop recursion (Nocedal & Wright, Algorithm 7.4) with the usual initial scaling
 ``H₀ = (sᵀy / yᵀy) I``, and a backtracking Armijo line search that tries the full step first
 and halves it (:mod:`crossent.solvers._line_search`). A correction pair is kept when
-``sᵀy > 0`` (always, for ``λ > 0``: ``F`` is strictly convex).
+``sᵀy > 0`` (always, for ``λ > 0``: ``F`` is strictly convex). The first step, from the
+classifier's start ``W = 0``, has no pairs to scale it: it goes near the minimum along the
+gradient instead, at the cost of one evaluation (``FirstStep`` of
+:mod:`crossent.solvers._line_search`).
 
 Why not SciPy's L-BFGS-B, which this replaced: its Moré-Thuente line search, made for the
 strong Wolfe conditions, spends evaluations on steps that this convex objective does not
