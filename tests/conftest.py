@@ -106,3 +106,14 @@ def make_unreadable(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], None]:
         monkeypatch.setattr("builtins.open", refusing_open)
 
     return make
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def kernel(request, monkeypatch):
+    """Run a test with the compiled loss kernel (skipped when not built) and with NumPy's."""
+    from crossent import _kernel
+
+    if request.param == "compiled" and _kernel.LIBRARY is None:
+        pytest.skip("the compiled kernel is not built")
+    monkeypatch.setattr(_kernel, "ENABLED", request.param == "compiled")
+    return request.param

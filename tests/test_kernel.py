@@ -27,15 +27,6 @@ SHAPES = [(1, 1), (3, 7), (47, 123), (5, 1000), (64, 1), (200, 10), (33, 32), (9
 TOL = {np.float32: {"rtol": 2e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-14}}
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def kernel(request, monkeypatch):
-    """Run a test with the compiled kernel (skipped when not built) and with NumPy's."""
-    if request.param == "compiled" and not BUILT:
-        pytest.skip("the compiled kernel is not built")
-    monkeypatch.setattr(_kernel, "ENABLED", request.param == "compiled")
-    return request.param
-
-
 def test_built_in_ci():
     """CI builds the extension (pip install -e .): a silent NumPy fallback there is a bug."""
     if in_ci():

@@ -28,15 +28,6 @@ pytestmark = pytest.mark.usefixtures("single_blas_thread")
 BUILT = _kernel.LIBRARY is not None
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def kernel(request, monkeypatch):
-    """Run a test with the compiled kernel (skipped when not built) and with NumPy's."""
-    if request.param == "compiled" and not BUILT:
-        pytest.skip("the compiled kernel is not built")
-    monkeypatch.setattr(_kernel, "ENABLED", request.param == "compiled")
-    return request.param
-
-
 def _reference_line(base, step, t, labels, weight):
     """φ, φ', φ'' of the loss of ``base + t step`` in float64 from SciPy."""
     step = step.astype(np.float64)

@@ -348,21 +348,29 @@ class LinearSoftmaxObjective:
             else:
                 if bias is not None:
                     scores += bias
-                loss += _index_loss_grad_inplace(
-                    scores,
-                    self.y[start:stop],
-                    self.sample_weight[start:stop],
-                    self._grad_scale,
-                    first_row=start,
-                )
-                if col_sums is not None:  # within a chunk in the data's dtype
-                    col_sums += scores.sum(axis=0)
+                loss += self.gradient_rows(scores, start, col_sums)
             if kept is not None:  # each chunk its own key: no two threads write one
                 kept[start] = scores.copy()
             grad_coef = self.add_gradient_product(X_chunk, scores, grad_coef, chunk_grad)
         if grad_coef is None:  # a sparse block without rows
             grad_coef = np.zeros((n_features, n_classes), dtype=np.float64)  # (d, C)
         return loss, grad_coef, grad_intercept
+
+    def gradient_rows(self, scores: np.ndarray, start: int, col_sums: np.ndarray | None) -> float:
+        """The loss of the rows from ``start`` whose scores (``b`` included) are ``scores``,
+        which become their gradient rows ``κ s_i (ŷ_i − δ)`` in place (``κ`` the gradient
+        scale); their column sums are added into ``col_sums`` when given."""
+        stop = start + scores.shape[0]
+        loss = _index_loss_grad_inplace(
+            scores,
+            self._labels64[start:stop],
+            self.sample_weight[start:stop],
+            self._grad_scale,
+            first_row=start,
+        )
+        if col_sums is not None:
+            col_sums += scores.sum(axis=0, dtype=np.float64)
+        return loss
 
     def rows(self, start: int, stop: int) -> Any:
         """Rows ``start:stop`` of ``X`` as the products read them (see :meth:`sparse_rows`)."""

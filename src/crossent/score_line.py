@@ -34,7 +34,6 @@ import scipy.sparse as sp
 
 from crossent import _kernel
 from crossent._threads import map_row_blocks, single_threaded_blas
-from crossent.loss import _index_loss_grad_inplace
 from crossent.objective import KEEP_ROWS_BYTES, LinearSoftmaxObjective
 
 __all__ = ["ScoreLine"]
@@ -144,15 +143,7 @@ class ScoreLine:
                 rows_grad = buffer[: stop - start]
                 np.multiply(self.step[start:stop], step_t, out=rows_grad)
                 rows_grad += self.base  # the scores b + tΔ, then the gradient rows in place
-                loss += _index_loss_grad_inplace(
-                    rows_grad,
-                    obj._labels64[start:stop],
-                    obj.sample_weight[start:stop],
-                    obj._grad_scale,
-                    first_row=start,
-                )
-                if obj.fit_intercept:
-                    col_sums += rows_grad.sum(axis=0, dtype=np.float64)
+                loss += obj.gradient_rows(rows_grad, start, col_sums if obj.fit_intercept else None)
                 grad = obj.add_gradient_product(obj.rows(start, stop), rows_grad, grad, scratch)
             if grad is None:  # a sparse block without rows
                 grad = np.zeros((n_features, n_classes))
