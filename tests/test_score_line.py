@@ -257,9 +257,9 @@ def test_lbfgs_with_and_without_the_first_step_reach_the_same_optimum(name, monk
     monkeypatch.setattr(FirstStep, "for_problem", classmethod(lambda cls, p, x: None))
     halving = lbfgs(problem, x0, max_iter=2000, tol=1e-9)
     assert exact.converged and halving.converged
-    np.testing.assert_allclose(exact.loss_curve[-1], halving.loss_curve[-1], rtol=1e-9)
+    np.testing.assert_allclose(exact.loss_curve[-1], halving.loss_curve[-1], rtol=1e-8)
     # the first step goes at least as far down as halving's
-    assert exact.loss_curve[0] <= halving.loss_curve[0]
+    assert exact.loss_curve[0] <= halving.loss_curve[0] * (1 + 1e-12)  # both may take t = 1
 
 
 @pytest.mark.parametrize("sparse", [False, True])
