@@ -69,11 +69,6 @@ class Curvature:
     probs: dict[int, np.ndarray] | None = None
     n_products: int = field(default=0)  # matrix products over X so far (passes × 2 or 3)
 
-    def _chunks(self, rows: slice):
-        step = self.objective.chunk_rows
-        for start in range(rows.start, rows.stop, step):
-            yield start, min(start + step, rows.stop)
-
     def _chunk_X(self, start: int, stop: int) -> Any:
         X = self.objective.X
         return self.objective.sparse_rows(start, stop) if sp.issparse(X) else X[start:stop]
@@ -105,7 +100,7 @@ class Curvature:
         def block(rows: slice) -> tuple[np.ndarray, np.ndarray]:
             out_coef = None if sparse else np.zeros((n_classes, n_features), np.float64)
             out_intercept = np.zeros(n_classes, dtype=np.float64)
-            for start, stop in self._chunks(rows):
+            for start, stop in self.objective.chunks(rows):
                 X_chunk = self._chunk_X(start, stop)
                 probs = self._probs(start, X_chunk)
                 dscores = np.asarray(X_chunk @ direction.T)  # (rows, C) ż
@@ -188,7 +183,7 @@ def softmax_curvature(
         shared = _probabilities_inplace(scores if bias is None else scores + bias)[0]
 
     def block(rows: slice) -> dict[int, np.ndarray]:  # p is not cached yet: computed here
-        chunks = curvature._chunks(rows)
+        chunks = curvature.objective.chunks(rows)
         if shared is not None:
             return {start: np.tile(shared, (stop - start, 1)) for start, stop in chunks}
         return {

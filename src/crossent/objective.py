@@ -38,6 +38,7 @@ and ``X`` is never densified. A sparse chunk is sized by its non-zeros, not by `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -221,8 +222,7 @@ class LinearSoftmaxObjective:
             values = X.data * self.sample_weight[rows]
             return np.bincount(flat, weights=values, minlength=n_classes * d).reshape(n_classes, d)
         sums = np.zeros((n_classes, d))
-        for start in range(0, self.n_samples, self.chunk_rows):
-            stop = min(start + self.chunk_rows, self.n_samples)
+        for start, stop in self.chunks(slice(0, self.n_samples)):
             onehot = sp.csr_array(  # the weights s_i at (k_i, i): sparse × dense, float64
                 (self.sample_weight[start:stop], (self.y[start:stop], np.arange(stop - start))),
                 shape=(n_classes, stop - start),
@@ -301,12 +301,37 @@ class LinearSoftmaxObjective:
         n_threads = resolve_n_threads(self.n_threads, work * self.n_classes)
         return min(n_threads, -(-n // self.chunk_rows))
 
+    def loss_gradient_from_scores(
+        self, coef: np.ndarray, scores_of: Callable[[int, int, np.ndarray], None]
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """:meth:`loss_gradient` at ``(coef, b)`` whose scores the caller writes.
+
+        ``scores_of(start, stop, out)`` fills ``out`` with the scores ``X Wᵀ + b`` of rows
+        ``start:stop`` (``b`` included), in place of the product ``X_c Wᵀ``: the pass then
+        makes one product, ``Gᵀ X`` (:mod:`crossent.score_line` keeps a line's scores).
+        """
+        self.n_evals += 1
+        self.kept_rows = None
+        with single_threaded_blas():
+            parts = map_row_blocks(
+                lambda rows: self._pass(None, None, rows, scores_of=scores_of),
+                self.n_samples,
+                self.n_row_blocks(),
+            )
+        return self.totals(parts, coef)
+
+    def chunks(self, rows: slice) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` of the chunks of the row block ``rows``."""
+        for start in range(rows.start, rows.stop, self.chunk_rows):
+            yield start, min(start + self.chunk_rows, rows.stop)
+
     def _pass(
         self,
-        weights: np.ndarray,
+        weights: np.ndarray | None,
         bias: np.ndarray | None,
         rows: slice,
         kept: dict[int, np.ndarray] | None = None,
+        scores_of: Callable[[int, int, np.ndarray], None] | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss and gradient sums over the chunks of the row block ``rows`` (one thread).
 
@@ -314,8 +339,10 @@ class LinearSoftmaxObjective:
         features are so large that a chunk's product would overflow the data's dtype).
         Dense and sparse ``X`` differ only in the two products; for sparse ``X`` the
         gradient sum comes back as its ``(d, C)`` transpose, the layout of ``X_cᵀ G``.
+        With ``scores_of`` (see :meth:`loss_gradient_from_scores`) the chunks' scores come
+        from it, ``b`` included, instead of ``X_c Wᵀ`` and ``bias``.
         """
-        n_classes, n_features = weights.shape
+        n_classes, n_features = self.n_classes, self.n_features
         dtype = self.X.dtype
         sparse = sp.issparse(self.X)
         buf_rows = max(0, min(self.chunk_rows, rows.stop - rows.start))
@@ -335,11 +362,14 @@ class LinearSoftmaxObjective:
                 bias=None if bias is None else np.ascontiguousarray(bias),
                 col_sums=col_sums,
             )
-        for start in range(rows.start, rows.stop, self.chunk_rows):
-            stop = min(start + self.chunk_rows, rows.stop)
+        for start, stop in self.chunks(rows):
             X_chunk = self.rows(start, stop)
             scores = scores_buf[: stop - start]
-            self.scores_product(X_chunk, weights, scores)
+            if scores_of is not None:
+                scores_of(start, stop, scores)
+            else:
+                assert weights is not None
+                self.scores_product(X_chunk, weights, scores)
             if kernel is not None:  # one pass: the chunk's loss, and gradient rows in place
                 chunk_loss, bad_row = kernel(start, stop)
                 if bad_row >= 0:
@@ -348,29 +378,21 @@ class LinearSoftmaxObjective:
             else:
                 if bias is not None:
                     scores += bias
-                loss += self.gradient_rows(scores, start, col_sums)
+                loss += _index_loss_grad_inplace(
+                    scores,
+                    self._labels64[start:stop],
+                    self.sample_weight[start:stop],
+                    self._grad_scale,
+                    first_row=start,
+                )
+                if col_sums is not None:
+                    col_sums += scores.sum(axis=0, dtype=np.float64)
             if kept is not None:  # each chunk its own key: no two threads write one
                 kept[start] = scores.copy()
             grad_coef = self.add_gradient_product(X_chunk, scores, grad_coef, chunk_grad)
         if grad_coef is None:  # a sparse block without rows
             grad_coef = np.zeros((n_features, n_classes), dtype=np.float64)  # (d, C)
         return loss, grad_coef, grad_intercept
-
-    def gradient_rows(self, scores: np.ndarray, start: int, col_sums: np.ndarray | None) -> float:
-        """The loss of the rows from ``start`` whose scores (``b`` included) are ``scores``,
-        which become their gradient rows ``κ s_i (ŷ_i − δ)`` in place (``κ`` the gradient
-        scale); their column sums are added into ``col_sums`` when given."""
-        stop = start + scores.shape[0]
-        loss = _index_loss_grad_inplace(
-            scores,
-            self._labels64[start:stop],
-            self.sample_weight[start:stop],
-            self._grad_scale,
-            first_row=start,
-        )
-        if col_sums is not None:
-            col_sums += scores.sum(axis=0, dtype=np.float64)
-        return loss
 
     def rows(self, start: int, stop: int) -> Any:
         """Rows ``start:stop`` of ``X`` as the products read them (see :meth:`sparse_rows`)."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from crossent import _kernel
 from crossent._threads import map_row_blocks, single_threaded_blas
@@ -77,8 +76,7 @@ class ScoreLine:
         weights, bias = obj.in_data_dtype(coef_dir, intercept_dir)
 
         def work(rows: slice) -> None:
-            for start in range(rows.start, rows.stop, obj.chunk_rows):
-                stop = min(start + obj.chunk_rows, rows.stop)
+            for start, stop in obj.chunks(rows):
                 out = self.step[start:stop]
                 obj.scores_product(obj.rows(start, stop), weights, out)
                 if bias is not None:
@@ -107,8 +105,7 @@ class ScoreLine:
 
         def work(rows: slice) -> np.ndarray:
             totals = np.zeros(3)
-            for start in range(rows.start, rows.stop, obj.chunk_rows):
-                stop = min(start + obj.chunk_rows, rows.stop)
+            for start, stop in obj.chunks(rows):
                 totals += self._chunk_values(start, stop, t)
             return totals
 
@@ -125,33 +122,13 @@ class ScoreLine:
     def move(self, t: float, coef: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``(L_total, ∂L/∂W, ∂L/∂b)`` at step ``t`` (whose weights ``coef`` are ``tẆ``), as
         :meth:`LinearSoftmaxObjective.loss_gradient` returns them: one product."""
-        obj = self.objective
-        obj.n_evals += 1
-        n_classes, n_features = obj.n_classes, obj.n_features
-        sparse = sp.issparse(obj.X)
-        dtype = obj.X.dtype
-        step_t = np.asarray(t, dtype=dtype)
+        step_t = np.asarray(t, dtype=self.step.dtype)
 
-        def work(rows: slice) -> tuple[float, Any, np.ndarray]:
-            scratch = np.empty((0, 0) if sparse else (n_classes, n_features), dtype)
-            buffer = np.empty((min(obj.chunk_rows, rows.stop - rows.start), n_classes), dtype)
-            grad = None if sparse else np.zeros((n_classes, n_features))
-            col_sums = np.zeros(n_classes)
-            loss = 0.0
-            for start in range(rows.start, rows.stop, obj.chunk_rows):
-                stop = min(start + obj.chunk_rows, rows.stop)
-                rows_grad = buffer[: stop - start]
-                np.multiply(self.step[start:stop], step_t, out=rows_grad)
-                rows_grad += self.base  # the scores b + tΔ, then the gradient rows in place
-                loss += obj.gradient_rows(rows_grad, start, col_sums if obj.fit_intercept else None)
-                grad = obj.add_gradient_product(obj.rows(start, stop), rows_grad, grad, scratch)
-            if grad is None:  # a sparse block without rows
-                grad = np.zeros((n_features, n_classes))
-            return loss, grad, col_sums
+        def scores_at_t(start: int, stop: int, out: np.ndarray) -> None:  # b + tΔ
+            np.multiply(self.step[start:stop], step_t, out=out)
+            out += self.base
 
-        with single_threaded_blas():
-            parts = map_row_blocks(work, obj.n_samples, obj.n_row_blocks())
-        return obj.totals(parts, coef)
+        return self.objective.loss_gradient_from_scores(coef, scores_at_t)
 
     def _chunk_values(self, start: int, stop: int, t: float) -> np.ndarray:
         """``(loss, φ'_data, φ''_data)`` of rows ``start:stop`` at ``t``."""

@@ -126,9 +126,10 @@ class FirstStep:
     the gradient: 19 iterations.
     """
 
-    def __init__(self, problem: Problem, x: np.ndarray) -> None:
+    def __init__(self, problem: Problem, x: np.ndarray, intercept: np.ndarray) -> None:
         self.problem = problem
         self.x = x
+        self.intercept = intercept  # b at x, where W = 0
 
     @classmethod
     def for_problem(cls, problem: Problem, x: np.ndarray) -> FirstStep | None:
@@ -136,8 +137,8 @@ class FirstStep:
         kept (a torch or distributed objective, or ``(n, C)`` scores beyond the budget)."""
         if not (problem.has_hessian and ScoreLine.fits(problem.objective)):
             return None
-        coef, _ = problem.precond.to_model(x, problem.objective.n_classes)
-        return cls(problem, x) if not coef.any() else None
+        coef, intercept = problem.precond.to_model(x, problem.objective.n_classes)
+        return cls(problem, x, intercept) if not coef.any() else None
 
     def search(
         self, direction: np.ndarray, value: float, slope: float
@@ -145,9 +146,8 @@ class FirstStep:
         """:func:`backtrack`'s results, for the step from the start along ``direction``."""
         problem = self.problem
         n_classes = problem.objective.n_classes
-        _, intercept = problem.precond.to_model(self.x, n_classes)
         coef_dir, intercept_dir = problem.precond.to_model(direction, n_classes)
-        line = ScoreLine(problem.objective, intercept, coef_dir, intercept_dir)
+        line = ScoreLine(problem.objective, self.intercept, coef_dir, intercept_dir)
         scale = 1.0 / problem.normaliser
 
         def phi(t: float) -> tuple[float, float, float]:
