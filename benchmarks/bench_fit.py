@@ -39,8 +39,9 @@ threads; BLAS pinned by threadpoolctl), on mnist-shape and probe-1000, and the o
 thread scaling on mnist-shape. The evaluation is timed as a fit runs it, BLAS held on one
 thread around the calls (the classifier holds it for the whole solver run), and as a lone
 call with BLAS on as many threads as the products: such a call sets OpenBLAS to one thread
-and back, after which OpenBLAS's idle threads spin and take cores from the next call. Results: a table per data set, a summary, and
-``results/bench_fit.json`` (with the machine: CPU, cores, versions, BLAS, crossent's kernel).
+and back, after which OpenBLAS's idle threads spin and take cores from the next call.
+Results: a table per data set, a summary, and ``results/bench_fit.json`` (with the machine:
+CPU, cores, versions, BLAS, crossent's kernel).
 
     python benchmarks/bench_fit.py [--only NAME ...] [--quick] [--solver NAME]
         [--threads {1,all,both}] [--recompute-optimum] [--ladder-budget S] [--ladder-both]

@@ -14,6 +14,7 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -99,9 +100,10 @@ def _shard_rows(y: np.ndarray, world_size: int) -> list[np.ndarray]:
 # lowers F by less than rounding, about 1e-5 (relative) from the optimum in W here: a mere
 # permutation of the rows moves its single-process fit by 1e-5 too. Likewise float32 fits
 # stop by rounding, 1.8e-4 from the float64 optimum on one process (4e-5 on permuted rows).
-# L-BFGS at tol 1e-10 also stops by rounding (SciPy's ftol), here 1.5e-6 and 1.8e-6 (max |W|
-# is 1.8) from Newton-CG's tol-1e-12 optimum on one process, without and with its first step
-# on kept scores, which only a single process takes: 5e-6 between the two fits.
+# L-BFGS at tol 1e-10 also stops by rounding (SciPy's ftol), up to 1.8e-6 (max |W| is 1.8)
+# from Newton-CG's tol-1e-12 optimum on one process: 5e-6 between two fits. Both take the
+# same first step on kept scores; measured between them: 6e-15 with weights (43 iterations
+# each), 8.8e-7 balanced (the stop one iteration apart: 37 and 38).
 CASES = {
     "lbfgs-weights": ({"solver": "lbfgs"}, True, np.float64, 5e-6, 1e-10),
     "gd": ({"solver": "gd"}, False, np.float64, 1e-4, 1e-10),
@@ -137,6 +139,12 @@ def _fit_worker(rank: int, world_size: int) -> dict:
     clf = _estimator({"l2": 2.0}, True).fit(X[rows], y[rows], sample_weight=weights[rows])
     clf.set_params(l2=1.0, warm_start=True).fit(X[rows], y[rows], sample_weight=weights[rows])
     results["warm start"] = (clf.coef_, clf.intercept_, clf.n_iter_)
+    # L-BFGS's first iteration: its step from W = 0 on kept scores, the line all-reduced
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged after one iteration
+        clf = _estimator({"solver": "lbfgs", "max_iter": 1}, True)
+        clf.fit(X[rows], y[rows], sample_weight=weights[rows])
+    results["first step"] = (clf.coef_, clf.intercept_)
     point = np.random.default_rng(1).standard_normal((N_CLASSES, X.shape[1] + 1))
     objective = DistributedObjective(
         X[rows], y[rows], N_CLASSES, l2=1.5, sample_weight=weights[rows], n_threads=1
@@ -184,6 +192,16 @@ def test_fit_equals_single_process(tmp_path, world_size):
             s = (len(y) / (N_CLASSES * counts))[y]
         total, ref_total = _l_total(coef, intercept, X, y, s), _l_total(*_model(ref), X, y, s)
         assert abs(total - ref_total) <= loss_rtol * abs(ref_total), (name, total, ref_total)
+    # the first step: the one a single process takes, up to the order of the sums
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = _estimator({"solver": "lbfgs", "max_iter": 1}, False)
+        first.fit(X, y, sample_weight=weights)
+    for rank in ranks:
+        coef, intercept = rank["first step"]
+        scale = np.max(np.abs(first.coef_))
+        assert np.max(np.abs(coef - first.coef_)) <= 1e-10 * scale
+        assert np.max(np.abs(intercept - first.intercept_)) <= 1e-10 * scale
     coef, intercept, n_iter = ranks[0]["warm start"]
     assert all(r["warm start"][0].tobytes() == coef.tobytes() for r in ranks)
     ref = _estimator({}, False).fit(X, y, sample_weight=weights)

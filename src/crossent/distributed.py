@@ -11,11 +11,15 @@ Each rank evaluates its shard through the one objective
 (:class:`crossent.objective.LinearSoftmaxObjective`) and one all-reduce of a flat float64
 buffer ``[L, ∂L/∂W, ∂L/∂b]`` adds the parts; the penalty is held by rank 0 alone, so it is
 counted once. The preconditioner's statistics, the set of classes and the class counts are
-reduced once at the start. The solvers are deterministic, so every rank then takes the same
-step; this is checked, not assumed: each evaluation carries a fingerprint of the point it was
-asked for from every rank, and the fitted coefficients are compared (a hash of their bytes)
-at the end. Shards that disagree (columns, dtype, label type, settings) or that one rank
-refuses give the same clear error on every rank, never a hang.
+reduced once at the start. L-BFGS's first step from ``W = 0``, on kept scores of its direction
+(:mod:`crossent.score_line`), is taken as on one process: each rank keeps its shard's
+scores, and the line's three sums per step length tried are all-reduced (as is the choice to
+keep them: scores within the budget on every rank). The solvers are deterministic, so every
+rank then takes the same step; this is checked, not assumed: each evaluation carries a
+fingerprint of the point it was asked for from every rank, and the fitted coefficients are
+compared (a hash of their bytes) at the end. Shards that disagree (columns, dtype, label
+type, settings) or that one rank refuses give the same clear error on every rank, never a
+hang.
 
 PyTorch is imported on first use only; ``import crossent`` never imports it. With the gloo
 back end the buffers stay on the CPU; with NCCL they are copied to the current CUDA device.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -242,17 +247,38 @@ class DistributedObjective(LinearSoftmaxObjective):
 
         Every rank must call it at the same point: ``RuntimeError`` on every rank otherwise.
         """
-        loss, grad_coef, grad_intercept = super().loss_gradient(coef, intercept)
+        local = super().loss_gradient(coef, intercept)
+        return self._over_ranks(local, _fingerprint(coef, intercept))
+
+    def loss_gradient_from_scores(
+        self, coef: np.ndarray, scores_of: Callable[[int, int, np.ndarray], None]
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """As :meth:`loss_gradient`, with this rank's scores from ``scores_of`` (see
+        :meth:`LinearSoftmaxObjective.loss_gradient_from_scores`); all ranks at one ``W``."""
+        local = super().loss_gradient_from_scores(coef, scores_of)
+        return self._over_ranks(local, _fingerprint(coef, None))
+
+    def reduce(self, values: np.ndarray, op: str = "sum") -> np.ndarray:
+        """``values`` summed or maxed over the ranks (every rank must call it)."""
+        start = time.perf_counter()
+        total = allreduce(np.asarray(values, dtype=np.float64), op, self.group)
+        self.allreduce_seconds += time.perf_counter() - start
+        return total
+
+    def _over_ranks(
+        self, local: tuple[float, np.ndarray, np.ndarray], point: int
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """This rank's ``(loss, ∂L/∂W, ∂L/∂b)`` summed over the ranks, in one all-reduce
+        that also checks every rank evaluated the point of checksum ``point``."""
+        loss, grad_coef, grad_intercept = local
         n_classes, n_features = grad_coef.shape
         size = n_classes * n_features
         buffer = np.zeros(1 + size + n_classes + self.world_size)  # (1 + C·d + C + p,)
         buffer[0] = loss
         buffer[1 : 1 + size] = grad_coef.ravel()
         buffer[1 + size : 1 + size + n_classes] = grad_intercept
-        buffer[1 + size + n_classes + self.rank] = _fingerprint(coef, intercept)
-        start = time.perf_counter()
-        total = allreduce(buffer, "sum", self.group)
-        self.allreduce_seconds += time.perf_counter() - start
+        buffer[1 + size + n_classes + self.rank] = point
+        total = self.reduce(buffer, "sum")
         points = total[1 + size + n_classes :]
         if not np.all(points == points[0]):
             raise RuntimeError(

@@ -311,6 +311,12 @@ class LinearSoftmaxObjective:
         n_threads = resolve_n_threads(self.n_threads, work * self.n_classes)
         return min(n_threads, -(-n // self.chunk_rows))
 
+    def reduce(self, values: np.ndarray, op: str = "sum") -> np.ndarray:
+        """``values`` (float64) summed (``op="sum"``) or maxed (``"max"``) over the processes
+        that share the objective: ``values`` itself on one process (see
+        :class:`crossent.distributed.DistributedObjective`)."""
+        return np.asarray(values, dtype=np.float64)
+
     def loss_gradient_from_scores(
         self, coef: np.ndarray, scores_of: Callable[[int, int, np.ndarray], None]
     ) -> tuple[float, np.ndarray, np.ndarray]:

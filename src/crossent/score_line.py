@@ -88,11 +88,12 @@ class ScoreLine:
     @staticmethod
     def fits(objective: Any) -> bool:
         """Whether ``objective`` can keep a line's scores: host data whose ``(n, C)``
-        scores fit in :data:`crossent.objective.KEEP_ROWS_BYTES`."""
-        if type(objective) is not LinearSoftmaxObjective:
+        scores fit in :data:`crossent.objective.KEEP_ROWS_BYTES` (on every process of a
+        distributed objective: all of them must call this, and all get the same answer)."""
+        if not isinstance(objective, LinearSoftmaxObjective):
             return False
         size = objective.n_samples * objective.n_classes * objective.X.dtype.itemsize
-        return size <= KEEP_ROWS_BYTES
+        return bool(objective.reduce(np.array([size]), "max")[0] <= KEEP_ROWS_BYTES)
 
     def values(self, t: float) -> tuple[float, float, float]:
         """``(φ(t), φ'(t), φ''(t))``; a read of the kept scores, no product.
@@ -112,16 +113,15 @@ class ScoreLine:
         with single_threaded_blas():
             parts = map_row_blocks(work, obj.n_samples, obj.n_row_blocks())
         loss, first, second = np.sum(parts, axis=0)
-        curvature = self._curvature  # (λ/2)‖tẆ‖² and its derivatives
-        return (
-            float(loss + 0.5 * curvature * t * t),
-            float(first + curvature * t),
-            float(second + curvature),
-        )
+        curvature = self._curvature  # (λ/2)‖tẆ‖² and its derivatives (λ on one process)
+        local = [loss + 0.5 * curvature * t * t, first + curvature * t, second + curvature]
+        total = obj.reduce(np.array(local), "sum")  # over the processes, where distributed
+        return float(total[0]), float(total[1]), float(total[2])
 
     def move(self, t: float, coef: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``(L_total, ∂L/∂W, ∂L/∂b)`` at step ``t`` (whose weights ``coef`` are ``tẆ``), as
-        :meth:`LinearSoftmaxObjective.loss_gradient` returns them: one product."""
+        :meth:`LinearSoftmaxObjective.loss_gradient` returns them: one product (and, for a
+        distributed objective, its all-reduce)."""
         step_t = np.asarray(t, dtype=self.step.dtype)
 
         def scores_at_t(start: int, stop: int, out: np.ndarray) -> None:  # b + tΔ

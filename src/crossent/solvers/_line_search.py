@@ -123,7 +123,8 @@ class FirstStep:
     well did not help: kept scores of the point and of the direction, written and read
     each step, cost more than the iterations they saved (14 iterations to 842, 11.6 s on
     one thread). Nor did the Newton direction at ``W = 0`` (closed form there) instead of
-    the gradient: 19 iterations.
+    the gradient: 19 iterations. A distributed fit takes the same step: each rank keeps its
+    shard's scores, and :meth:`LinearSoftmaxObjective.reduce` all-reduces the line's sums.
     """
 
     def __init__(self, problem: Problem, x: np.ndarray, intercept: np.ndarray) -> None:
@@ -134,8 +135,9 @@ class FirstStep:
     @classmethod
     def for_problem(cls, problem: Problem, x: np.ndarray) -> FirstStep | None:
         """The first step from ``x``, or None where ``W ≠ 0`` there or the scores cannot be
-        kept (a torch or distributed objective, or ``(n, C)`` scores beyond the budget)."""
-        if not (problem.has_hessian and ScoreLine.fits(problem.objective)):
+        kept (a torch objective, or ``(n, C)`` scores beyond the budget on some process).
+        A distributed fit takes it on every rank alike: the line's sums are all-reduced."""
+        if not ScoreLine.fits(getattr(problem, "objective", None)):  # none: no kept scores
             return None
         coef, intercept = problem.precond.to_model(x, problem.objective.n_classes)
         return cls(problem, x, intercept) if not coef.any() else None
