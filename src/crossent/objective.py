@@ -109,7 +109,7 @@ class LinearSoftmaxObjective:
     A lone call otherwise sets OpenBLAS to one thread and back, and OpenBLAS's idle threads
     then spin for a while and take cores from the next call. Measured on probe-1000 (40000 ×
     256 float32, 1000 classes, 2 threads, ``benchmarks/bench_fit.py``): an evaluation took
-    1.06× its two matrix products with BLAS held, 1.18× as lone calls.
+    1.05× its two matrix products with BLAS held, 1.19× as lone calls.
     """
 
     def __init__(
