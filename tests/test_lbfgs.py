@@ -74,7 +74,6 @@ class _Quadratic:
     """``F(x) = ½ xᵀ A x − bᵀ x`` behind the :class:`Problem` methods L-BFGS calls."""
 
     normaliser = 1.0
-    has_hessian = False  # no softmax objective (nor an .objective: no first step on kept scores)
 
     def __init__(self, A, b):
         self.A, self.b, self.n_evals = A, b, 0

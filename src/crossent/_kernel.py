@@ -23,6 +23,7 @@ import ctypes
 import importlib.machinery
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,18 @@ def _check(scores: np.ndarray, index: np.ndarray, row_weight: np.ndarray) -> Non
         raise TypeError("row_weight must be C-contiguous")
 
 
+def _call(name: str, dtype: np.dtype, *args: Any) -> tuple[Any, int]:
+    """``ce_<name>_<f32|f64>(*args, &bad_row)``: its return value and ``bad_row`` (the first
+    undefined row, or -1); ``MemoryError`` where the kernel could not allocate its scratch
+    (``bad_row`` -2)."""
+    assert LIBRARY is not None
+    bad = ctypes.c_int64(-1)
+    result = getattr(LIBRARY, f"ce_{name}_{_SUFFIX[np.dtype(dtype)]}")(*args, ctypes.byref(bad))
+    if bad.value == -2:
+        raise MemoryError(f"the compiled kernel ce_{name} could not allocate its scratch rows")
+    return result, int(bad.value)
+
+
 def loss_grad(
     logits: np.ndarray,
     out: np.ndarray,
@@ -141,8 +154,9 @@ def loss_grad(
         col_sums.dtype != np.float64 or col_sums.shape != (logits.shape[1],)
     ):
         raise TypeError(f"col_sums must be float64 of shape ({logits.shape[1]},)")
-    bad = ctypes.c_int64(-1)
-    total = getattr(LIBRARY, f"ce_loss_grad_{_SUFFIX[dtype]}")(
+    total, bad = _call(
+        "loss_grad",
+        dtype,
         logits.ctypes.data,
         out.ctypes.data,
         logits.shape[0],
@@ -152,9 +166,8 @@ def loss_grad(
         row_weight.ctypes.data,
         float(scale),
         _address(col_sums),
-        ctypes.byref(bad),
     )
-    return float(total), int(bad.value)
+    return float(total), bad
 
 
 def line(
@@ -179,8 +192,9 @@ def line(
     else:
         raise TypeError(f"base must have shape {step.shape} or ({step.shape[1]},)")
     out = np.zeros(3)
-    bad = ctypes.c_int64(-1)
-    getattr(LIBRARY, f"ce_line_{_SUFFIX[step.dtype]}")(
+    _, bad = _call(
+        "line",
+        step.dtype,
         base.ctypes.data,
         stride,
         step.ctypes.data,
@@ -190,11 +204,8 @@ def line(
         index.ctypes.data,
         row_weight.ctypes.data,
         out.ctypes.data,
-        ctypes.byref(bad),
     )
-    if bad.value == -2:
-        raise MemoryError("the compiled kernel could not allocate its scratch row")
-    return float(out[0]), float(out[1]), float(out[2]), int(bad.value)
+    return float(out[0]), float(out[1]), float(out[2]), bad
 
 
 def nll(logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, losses: np.ndarray) -> int:
@@ -206,8 +217,9 @@ def nll(logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, losses: n
     _check(logits, index, row_weight)
     if losses.dtype != np.float64 or losses.shape != index.shape or not losses.flags.c_contiguous:
         raise TypeError("losses must be C-contiguous float64 of shape (rows,)")
-    bad = ctypes.c_int64(-1)
-    getattr(LIBRARY, f"ce_nll_{_SUFFIX[logits.dtype]}")(
+    _, bad = _call(
+        "nll",
+        logits.dtype,
         logits.ctypes.data,
         logits.shape[0],
         logits.shape[1],
@@ -215,11 +227,8 @@ def nll(logits: np.ndarray, index: np.ndarray, row_weight: np.ndarray, losses: n
         index.ctypes.data,
         row_weight.ctypes.data,
         losses.ctypes.data,
-        ctypes.byref(bad),
     )
-    if bad.value == -2:
-        raise MemoryError("the compiled kernel could not allocate its scratch row block")
-    return int(bad.value)
+    return bad
 
 
 def log(x: np.ndarray) -> np.ndarray:
